@@ -1,0 +1,5 @@
+"""``python -m profond ...`` (also what ``torchrun -m profond train ...`` runs)."""
+
+from .cli import main
+
+main()

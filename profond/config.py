@@ -1,0 +1,405 @@
+"""Typed run configuration: dataclasses, YAML files, recipes and ``--set key=value`` overrides.
+
+A run is fully described by one :class:`RunConfig`. It is resolved in this order, each
+step overriding the previous one:
+
+1. the dataclass defaults below,
+2. a recipe (``--recipe NAME``, a YAML file shipped in ``profond/recipes/``),
+3. a YAML file (``--config FILE``),
+4. the CLI's explicit flags (``--epochs``, ``--batch-size``, ...),
+5. ``--set section.key=value`` overrides (values parsed as YAML: ``--set optim.betas=[0.5,0.999]``).
+
+The resolved config is written to ``RUN_DIR/config.yaml`` and is enough to reproduce
+the run. Unknown keys and ill-typed values raise :class:`~profond.errors.ConfigError`
+naming the key and the valid choices.
+
+``model`` and ``method`` are open sections: besides ``name`` they take the keyword
+arguments of the registered builder (``--set model.widths=[512,256]``); those are
+checked against the builder's signature when the run is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    #: keyword arguments of the model builder (``MODELS``), e.g. ``widths``, ``dropout``
+    args: dict[str, Any] = field(default_factory=dict)
+    #: module-name prefixes whose parameters are frozen (transfer learning, course §4.7)
+    freeze: list[str] = field(default_factory=list)
+    #: a local ``.safetensors`` file to initialise the weights from (never a pickle)
+    init_from: str | None = None
+    #: load ``init_from`` non-strictly (skip missing / shape-mismatched keys, e.g. a new head)
+    init_strict: bool = True
+
+
+@dataclass
+class MethodConfig:
+    """What the family does with the model: its losses and training step."""
+
+    name: str = "classifier"
+    #: keyword arguments of the method builder (``METHODS``), e.g. ``label_smoothing``
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"
+    #: a root holding one folder per dataset (``DIR/fashion-mnist/...``); see profond.data
+    data_dir: str | None = None
+    download: bool = True
+    #: examples held out of the training set for validation (seeded split)
+    val_size: int = 5000
+    #: use only this many training examples (after the split); ``None`` = all
+    subset: int | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    #: batched augmentations, e.g. ``[crop, flip]``, ``[crop:2, flip, affine]`` (see profond.data.augment)
+    augment: list[str] = field(default_factory=list)
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    #: sgd | rmsprop | adam | adamw
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    alpha: float = 0.99
+    weight_decay: float = 0.0
+    #: if false, norms' parameters and biases get no weight decay
+    decay_norm_and_bias: bool = True
+    #: per-parameter-group learning rates: module-name prefix -> lr (course §4.7 fine-tuning)
+    lr_groups: dict[str, float] = field(default_factory=dict)
+    #: per-optimizer overrides for methods with several optimizers: ``{D: {lr: 4e-4}}``
+    per_optimizer: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class SchedConfig:
+    #: constant | step | cosine | warmup-cosine | onecycle
+    name: str = "constant"
+    warmup_epochs: float = 0.0
+    #: step schedule: multiply the LR by ``gamma`` every ``step_epochs`` epochs
+    step_epochs: float = 10.0
+    gamma: float = 0.1
+    #: floor of the cosine schedules
+    min_lr: float = 0.0
+    #: one-cycle: peak LR (default ``optim.lr``) and fraction of steps spent rising
+    max_lr: float | None = None
+    pct_start: float = 0.3
+
+
+@dataclass
+class EarlyStopConfig:
+    #: stop after this many evaluations without improvement; ``None`` disables (course §3.8)
+    patience: int | None = None
+    monitor: str = "val_loss"
+    #: min | max | auto (max for accuracy-like names, min otherwise)
+    mode: str = "auto"
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    #: stop after this many optimizer steps (overrides epochs when reached first)
+    max_steps: int | None = None
+    seed: int = 0
+    #: auto | cpu | cuda | cuda:N
+    device: str = "auto"
+    #: fp32 | bf16 (autocast, CPU and CUDA) | fp16 (autocast + GradScaler, CUDA only)
+    precision: str = "fp32"
+    clip_grad_norm: float | None = None
+    #: exponential moving average of the weights, evaluated instead of the raw weights
+    ema_decay: float | None = None
+    channels_last: bool = False
+    compile: bool = False
+    #: torch intra-op threads (``None``: leave torch's default)
+    threads: int | None = None
+    #: checkpoint every N optimizer steps (0: only at the end of each epoch)
+    checkpoint_every: int = 0
+    keep_last: int = 2
+    #: log train metrics to TensorBoard every N steps
+    log_every: int = 20
+    eval_every: int = 1
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    quiet: bool = False
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: parent folder of run folders
+    out: str = "runs"
+    #: run folder name (default: MODEL-DATASET-TIMESTAMP)
+    name: str | None = None
+    #: the recipe this config started from, for the record
+    recipe: str | None = None
+
+    # -- conversions -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for sec in ("model", "method"):  # open sections are written flat, as users write them
+            args = d[sec].pop("args")
+            d[sec].update(args)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        from .train.io import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        cfg = cls()
+        apply_dict(cfg, d)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(read_yaml(path))
+
+
+OPEN_SECTIONS = {"model": ModelConfig, "method": MethodConfig}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file.")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, not {type(data).__name__}.")
+    return data
+
+
+def apply_dict(cfg: Any, d: dict[str, Any], prefix: str = "") -> None:
+    """Recursively merge a nested mapping into dataclass ``cfg`` (validated)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {d!r}.")
+    for key, value in d.items():
+        set_key(cfg, prefix + str(key), value, _root_prefix=prefix)
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def set_key(cfg: Any, dotted: str, value: Any, _root_prefix: str = "") -> None:
+    """Set ``section.key[.sub]`` on ``cfg`` with type checking."""
+    rel = dotted[len(_root_prefix):] if dotted.startswith(_root_prefix) else dotted
+    parts = rel.split(".")
+    obj = cfg
+    path = _root_prefix
+    for i, part in enumerate(parts):
+        fields = _fields(obj)
+        last = i == len(parts) - 1
+        if type(obj) in OPEN_SECTIONS.values() and part not in fields:
+            # open section: everything unknown is a builder argument
+            obj.args[".".join(parts[i:])] = value
+            return
+        if type(obj) in OPEN_SECTIONS.values() and part == "args" and isinstance(value, dict) and last:
+            obj.args.update(value)
+            return
+        if part not in fields:
+            valid = ", ".join(path + f for f in fields)
+            raise ConfigError(f"unknown config key {path + part!r}. Valid keys here: {valid}.")
+        hint = typing.get_type_hints(type(obj))[part]
+        if last:
+            current = getattr(obj, part)
+            if dataclasses.is_dataclass(current):
+                apply_dict(current, value, path + part + ".")
+            else:
+                setattr(obj, part, coerce(value, hint, path + part))
+            return
+        obj = getattr(obj, part)
+        path += part + "."
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"config key {path.rstrip('.')!r} is a value, not a section.")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``hint`` or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"bad value for {key!r}: {value!r}")
+    if origin in (list, tuple):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # `--set data.augment=flip` means [flip]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"bad value for {key!r}: expected a list, got {value!r}.")
+        inner = args[0] if args else Any
+        return [coerce(v, inner, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"bad value for {key!r}: expected a mapping like {{a: 1}}, got {value!r}.")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"bad value for {key!r}: expected true or false, got {value!r}.")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"bad value for {key!r}: expected an integer, got {value!r}.")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # yaml reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"bad value for {key!r}: expected a number, got {value!r}.")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"bad value for {key!r}: expected a string, got {value!r}.")
+    return value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``key=value`` (value as YAML) from ``--set``."""
+    if "=" not in item:
+        raise ConfigError(f"bad override {item!r}: write --set section.key=value, e.g. --set optim.lr=0.01.")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"bad override {item!r}: the key before '=' is empty.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
+    for item in items:
+        key, value = parse_override(item)
+        set_key(cfg, key, value)
+    return cfg
+
+
+# -- recipes -------------------------------------------------------------------------
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    from .registry import unknown_name_message
+    from .errors import RegistryError
+
+    p = RECIPE_DIR / f"{name}.yaml"
+    if not p.is_file():
+        raise RegistryError(unknown_name_message("recipe", name, recipe_names(), "recipes"))
+    return p
+
+
+def recipe_help(name: str) -> str:
+    """First comment line of a recipe file."""
+    for line in recipe_path(name).read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def resolve(
+    *,
+    recipe: str | None = None,
+    config_file: str | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Defaults <- recipe <- config file <- flags <- ``--set`` overrides."""
+    cfg = RunConfig()
+    if recipe:
+        apply_dict(cfg, read_yaml(recipe_path(recipe)))
+        cfg.recipe = recipe
+    if config_file:
+        apply_dict(cfg, read_yaml(config_file))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_key(cfg, key, value)
+    apply_overrides(cfg, overrides or [])
+    validate(cfg)
+    return cfg
+
+
+CHOICES = {
+    "optim.name": ("sgd", "rmsprop", "adam", "adamw"),
+    "sched.name": ("constant", "step", "cosine", "warmup-cosine", "onecycle"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.early_stop.mode": ("auto", "min", "max"),
+}
+
+
+def validate(cfg: RunConfig) -> None:
+    for key, choices in CHOICES.items():
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj not in choices:
+            raise ConfigError(f"bad value for {key!r}: {obj!r}. Valid values: {', '.join(choices)}.")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
+        raise ConfigError(f"bad value for 'train.device': {dev!r}. Valid values: auto, cpu, cuda, cuda:N.")
+    for key in ("data.batch_size", "data.eval_batch_size", "train.epochs"):
+        sec, k = key.split(".")
+        if getattr(getattr(cfg, sec), k) < 1:
+            raise ConfigError(f"bad value for {key!r}: must be >= 1.")
+    if cfg.optim.lr <= 0:
+        raise ConfigError("bad value for 'optim.lr': must be > 0.")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError("bad value for 'optim.betas': give two numbers, e.g. [0.9, 0.999].")

@@ -1,0 +1,27 @@
+"""Data: datasets in memory, device-side batching and batched augmentation.
+
+* :mod:`profond.data.idx` - the IDX file format of (Fashion-)MNIST;
+* :mod:`profond.data.download` - verified, atomic downloads;
+* :mod:`profond.data.vision` - the registered datasets and where their files are found;
+* :mod:`profond.data.loader` - :class:`Batches`, reproducible, resumable mini-batches;
+* :mod:`profond.data.augment` - crop, flip, affine, Mixup, CutMix on whole batches (§3.7).
+"""
+
+from .augment import Augment, build_augment
+from .download import fetch
+from .idx import read_idx, read_idx_bytes, write_idx
+from .loader import Batches
+from .vision import ImageData, load_dataset, train_val_split
+
+__all__ = [
+    "Augment",
+    "Batches",
+    "ImageData",
+    "build_augment",
+    "fetch",
+    "load_dataset",
+    "read_idx",
+    "read_idx_bytes",
+    "train_val_split",
+    "write_idx",
+]

@@ -1,0 +1,71 @@
+"""Course experiments: one module each, run by ``profond experiment NAME [--quick]``.
+
+An experiment is a function ``fn(out: Path, quick: bool) -> ExperimentResult`` registered
+in :data:`profond.registry.EXPERIMENTS`. It returns its table (a pandas DataFrame) and the
+figures it wrote; :func:`run_experiment` writes ``table.csv``, ``table.md`` and
+``summary.json`` next to the figures in the output folder and prints the table.
+``--quick`` is the CI-sized version (seconds on 2 cores); the full mode makes the real
+figure of the course.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..registry import EXPERIMENTS
+from ..train.io import atomic_write_text
+
+#: modules holding registered experiments (later issues add theirs here)
+MODULES = ["separable"]
+
+
+@dataclass
+class ExperimentResult:
+    table: pd.DataFrame
+    figures: list[Path] = field(default_factory=list)
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no tabulate dependency)."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = None) -> tuple[Path, ExperimentResult]:
+    fn = EXPERIMENTS.get(name)
+    out_dir = Path(out) if out else Path("runs") / "experiments" / f"{name}{'-quick' if quick else ''}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result: ExperimentResult = fn(out_dir, quick)
+    elapsed = time.perf_counter() - t0
+    result.table.to_csv(out_dir / "table.csv", index=False)
+    md = f"# {name}{' (quick)' if quick else ''}\n\n{to_markdown(result.table)}"
+    if result.notes:
+        md += f"\n{result.notes}\n"
+    atomic_write_text(out_dir / "table.md", md)
+    atomic_write_text(out_dir / "summary.json", json.dumps({
+        "experiment": name, "quick": quick, "seconds": round(elapsed, 2),
+        "figures": [str(p) for p in result.figures], "rows": len(result.table), **result.extra,
+    }, indent=2) + "\n")
+    return out_dir, result
+
+
+for _m in MODULES:
+    importlib.import_module(f"{__name__}.{_m}")

@@ -1,0 +1,116 @@
+"""Supervised image classification (course ch. 1, 3, 4): cross-entropy training step and
+accuracy / per-class accuracy / confusion-matrix evaluation.
+
+The loss is the cross-entropy of eq. (1.x) in §1.3, optionally with label smoothing
+(targets ``(1-ε)·onehot + ε/K``). When Mixup or CutMix is on (§3.7), the data layer yields
+soft targets and the same cross-entropy is taken against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config import RunConfig
+from ..data import Batches, build_augment, load_dataset, train_val_split
+from ..errors import ConfigError
+from ..models.transfer import freeze, load_weights
+from ..registry import METHODS, MODELS
+from .base import Env, Method
+
+
+@dataclass
+class ClassifierOptions:
+    #: ε of label smoothing (0 = plain cross-entropy)
+    label_smoothing: float = 0.0
+
+
+@METHODS.register("classifier", help="image classification with cross-entropy (ch. 1, 3, 4)")
+class Classifier(Method):
+    Options = ClassifierOptions
+    monitor = ("val_accuracy", "max")
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        super().__init__(cfg, env)
+        if not 0.0 <= self.opts.label_smoothing < 1.0:
+            raise ConfigError("bad value for 'method.label_smoothing': must be in [0, 1).")
+        d = cfg.data
+        self.data = load_dataset(d.name, data_dir=d.data_dir, download=d.download,
+                                 progress=env.is_main and not cfg.train.quiet)
+        self.classes = list(self.data.classes)
+        model = MODELS.build(cfg.model.name, in_shape=tuple(self.data.shape),
+                             num_classes=len(self.classes), **cfg.model.args)
+        if cfg.model.init_from:
+            load_weights(model, cfg.model.init_from, strict=cfg.model.init_strict)
+        if cfg.model.freeze:
+            freeze(model, cfg.model.freeze)
+        self.nets = {"model": model}
+        if with_data:
+            self._build_loaders()
+
+    def _build_loaders(self) -> None:
+        cfg, env, d = self.cfg, self.env, self.cfg.data
+        x, y = self.data.train_x, self.data.train_y
+        if d.val_size >= len(x):
+            raise ConfigError(f"data.val_size={d.val_size} leaves no training data ({len(x)} examples).")
+        tx, ty, vx, vy = train_val_split(x, y, d.val_size, seed=cfg.train.seed)
+        if d.subset is not None:
+            tx, ty = tx[: d.subset], ty[: d.subset]
+        aug = build_augment(d.augment, mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
+                            num_classes=len(self.classes))
+        common = dict(device=env.device, mean=self.data.mean, std=self.data.std,
+                      channels_last=cfg.train.channels_last, num_classes=len(self.classes))
+        self.train_data = Batches(tx, ty, batch_size=d.batch_size, shuffle=True, seed=cfg.train.seed,
+                                  augment=aug, rank=env.rank,
+                                  world_size=env.world_size, **common)
+        self.val_data = (Batches(vx, vy, batch_size=d.eval_batch_size, shuffle=False, **common)
+                         if len(vx) else None)
+
+    def test_data(self) -> Batches:
+        d = self.data
+        return Batches(d.test_x, d.test_y, batch_size=self.cfg.data.eval_batch_size, shuffle=False,
+                       device=self.env.device, mean=d.mean, std=d.std,
+                       channels_last=self.cfg.train.channels_last, num_classes=len(self.classes))
+
+    def describe(self) -> dict[str, Any]:
+        d = self.data
+        return {"dataset": d.name, "data_source": d.source, "classes": self.classes,
+                "train_examples": getattr(self.train_data, "num_samples", None),
+                "test_examples": len(d.test_y)}
+
+    # -- training --------------------------------------------------------------------------
+    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+        x, y = batch
+        logits = self.nets["model"](x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.opts.label_smoothing)
+        ctx.optimize(loss)
+        hard = y.argmax(1) if y.is_floating_point() else y
+        acc = (logits.detach().argmax(1) == hard).float().mean()
+        return {"loss": loss.detach(), "accuracy": acc}
+
+    @torch.no_grad()
+    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+        k = len(self.classes)
+        confusion = torch.zeros(k, k, dtype=torch.long, device=self.env.device)
+        loss_sum, n = 0.0, 0
+        for x, y in batches.batches(0):
+            with ctx.autocast():
+                logits = self.nets["model"](x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            pred = logits.argmax(1)
+            confusion += torch.bincount(y * k + pred, minlength=k * k).view(k, k)
+            n += len(y)
+        confusion = confusion.cpu()
+        out: dict[str, Any] = {
+            "loss": loss_sum / max(n, 1),
+            "accuracy": confusion.diag().sum().item() / max(n, 1),
+        }
+        if detailed:
+            per_class = confusion.diag().float() / confusion.sum(1).clamp(min=1).float()
+            out["per_class_accuracy"] = {c: round(a, 4) for c, a in zip(self.classes, per_class.tolist())}
+            out["confusion_matrix"] = confusion.tolist()
+            out["examples"] = n
+        return out

@@ -1,0 +1,562 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else -- never pickle.
+
+A checkpoint is a folder::
+
+    step_00000123/
+      model.safetensors   every net's state_dict, keys "<net>.<state_dict key>"
+      optim.safetensors   optimizer tensor state, keys "<optimizer>.state.<param index>.<key>"
+      extra.safetensors   the caller's ``extra_state`` tensors, keys as given
+                          (the loop puts "rng.<...>" RNG byte tensors and "ema.<net>.<key>")
+      meta.json           everything else (see below)
+
+``meta.json`` holds: ``format`` (= 1), ``step``, ``epoch``, ``batch_in_epoch`` (copied from
+the caller's meta or its ``loop`` section when present, for humans), ``versions``
+(profond, torch, numpy, python), ``created`` (UTC time), ``nets`` (names), ``optimizers``
+(per name: ``param_groups`` and the non-tensor per-parameter ``state`` values, e.g. an SGD
+``momentum_buffer`` of ``None``), ``schedulers`` (per name: the scheduler's JSON
+``state_dict``), ``metrics`` (or ``null``), ``meta`` (the caller's free-form dict,
+returned by :func:`load_checkpoint`) and ``files`` (per ``.safetensors`` file: ``sha256``
+and ``bytes``).
+
+Nothing is ever unpickled: tensors are read with ``safetensors`` (a header + raw bytes),
+the rest with ``json``. A ``.pt`` pickle renamed to ``model.safetensors`` fails its checksum
+and the safetensors header check: :class:`~profond.errors.CheckpointError`.
+
+Atomicity: a checkpoint is written into ``checkpoints/.tmp-step_XXXXXXXX-<random>/``, each
+file fsynced, then the folder is renamed to its final name (an atomic operation) and
+``checkpoints/latest.json`` (``{"path": "step_00000123", "step": 123}``) is atomically
+rewritten. A crash leaves at worst a ``.tmp-*`` folder, which is ignored and later removed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from .. import __version__
+from ..errors import CheckpointError, ConfigError
+from .io import atomic_write_bytes, atomic_write_json
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+OPTIM_FILE = "optim.safetensors"
+EXTRA_FILE = "extra.safetensors"
+META_FILE = "meta.json"
+TENSOR_FILES = (MODEL_FILE, OPTIM_FILE, EXTRA_FILE)
+TMP_PREFIX = ".tmp-"
+STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+# -- small helpers ---------------------------------------------------------------------------
+def _to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """Serialize tensors with safetensors (CPU copies: shared / non-contiguous storage is fine)."""
+    flat = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    return st_save(flat)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_checked(obj: Any, what: str) -> Any:
+    """``obj`` itself if it survives ``json.dumps`` unchanged in kind, else CheckpointError."""
+    try:
+        json.dumps(obj, allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot save {what}: its state is not JSON-serializable ({e}).") from None
+    return obj
+
+
+def _find(meta: Mapping[str, Any], *keys: str) -> Any:
+    """First of ``keys`` found in ``meta`` or in its ``loop`` section (informational fields)."""
+    loop = meta.get("loop") if isinstance(meta.get("loop"), Mapping) else {}
+    for src in (meta, loop):
+        for k in keys:
+            if k in src:
+                return src[k]
+    return None
+
+
+# -- RNG state -------------------------------------------------------------------------------
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every global RNG's state, for exact resume.
+
+    Returns ``(tensors, meta)``: ``tensors`` holds the byte states (``"torch"`` for torch's
+    CPU generator, ``"cuda.<i>"`` for each CUDA device), ``meta`` the JSON-able states of
+    numpy's global RNG (``"numpy"``) and Python's ``random`` (``"python"``).
+    """
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = state
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    meta = {
+        "numpy": {"kind": kind, "keys": [int(k) for k in keys], "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+    }
+    return tensors, meta
+
+
+def set_rng_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned. CUDA states are restored for the devices
+    present (a checkpoint from a GPU machine resumes on CPU without them)."""
+    if "torch" in tensors:
+        torch.set_rng_state(tensors["torch"].detach().to("cpu", torch.uint8))
+    cuda = sorted((int(k.split(".", 1)[1]), v) for k, v in tensors.items() if k.startswith("cuda."))
+    if cuda and torch.cuda.is_available():
+        for i, state in cuda:
+            if i < torch.cuda.device_count():
+                torch.cuda.set_rng_state(state.detach().to("cpu", torch.uint8), i)
+    if meta.get("numpy"):
+        n = meta["numpy"]
+        np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), int(n["pos"]),
+                             int(n["has_gauss"]), float(n["cached_gaussian"])))
+    if meta.get("python"):
+        p = meta["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+# -- save ------------------------------------------------------------------------------------
+def _split_optimizer(name: str, opt: Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state_dict -> (tensors for optim.safetensors, JSON part)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    json_state: dict[str, dict[str, Any]] = {}
+    for idx, pstate in sd["state"].items():
+        plain: dict[str, Any] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}.state.{idx}.{key}"] = value
+            else:
+                plain[key] = value
+        json_state[str(idx)] = plain
+    groups = []
+    for group in sd["param_groups"]:
+        for key, value in group.items():
+            if torch.is_tensor(value):
+                raise CheckpointError(
+                    f"cannot save optimizer {name!r}: its param group setting {key!r} is a tensor; "
+                    "use plain numbers for optimizer settings."
+                )
+        groups.append(dict(group))
+    part = {"state": json_state, "param_groups": groups, "n_state": len(sd["state"])}
+    return tensors, _json_checked(part, f"optimizer {name!r}")
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not name or "." in name:
+        raise ConfigError(f"{kind} name {name!r} cannot be saved: use a non-empty name without '.'.")
+
+
+def save_checkpoint(
+    dir: Path,
+    *,
+    nets: Mapping[str, nn.Module],
+    optimizers: Mapping[str, Optimizer],
+    schedulers: Mapping[str, LRScheduler],
+    extra_state: Mapping[str, torch.Tensor] | None,
+    meta: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder ``dir`` atomically and return its path.
+
+    Everything is first written to a hidden sibling ``.tmp-<name>-<random>`` folder (files
+    fsynced), which is then renamed to ``dir``. An existing ``dir`` is replaced.
+    ``meta`` is any JSON-serializable dict (non-JSON values are written with ``str``).
+    """
+    final = Path(dir)
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+
+    model_t: dict[str, torch.Tensor] = {}
+    for name, net in nets.items():
+        _check_name("net", name)
+        for key, value in net.state_dict().items():
+            if not torch.is_tensor(value):  # e.g. a module's get_extra_state() object
+                raise CheckpointError(
+                    f"cannot save net {name!r}: its state_dict entry {key!r} is a "
+                    f"{type(value).__name__}, not a tensor (checkpoints never pickle)."
+                )
+            model_t[f"{name}.{key}"] = value
+    optim_t: dict[str, torch.Tensor] = {}
+    optim_json: dict[str, Any] = {}
+    for name, opt in optimizers.items():
+        _check_name("optimizer", name)
+        tensors, part = _split_optimizer(name, opt)
+        optim_t.update(tensors)
+        optim_json[name] = part
+    sched_json = {name: _json_checked(s.state_dict(), f"scheduler {name!r}") for name, s in schedulers.items()}
+    extra_t = dict(extra_state or {})
+    for k, v in extra_t.items():
+        if not torch.is_tensor(v):
+            raise CheckpointError(f"extra_state[{k!r}] is a {type(v).__name__}, not a tensor; put it in meta.")
+
+    blobs = {MODEL_FILE: _to_bytes(model_t), OPTIM_FILE: _to_bytes(optim_t), EXTRA_FILE: _to_bytes(extra_t)}
+    doc = {
+        "format": FORMAT_VERSION,
+        "step": _find(meta, "step"),
+        "epoch": _find(meta, "epoch"),
+        "batch_in_epoch": _find(meta, "batch_in_epoch", "batch"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"profond": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "nets": list(nets),
+        "optimizers": optim_json,
+        "schedulers": sched_json,
+        "metrics": dict(metrics) if metrics is not None else None,
+        "meta": dict(meta),
+        "files": {f: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)} for f, b in blobs.items()},
+    }
+
+    tmp = parent / f"{TMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        for fname, data in blobs.items():
+            atomic_write_bytes(tmp / fname, data)
+        atomic_write_json(tmp / META_FILE, doc)  # written last: its presence marks completeness
+        _fsync_dir(tmp)
+        old = None
+        if final.exists():  # re-saving the same step: move the old folder aside first
+            old = parent / f"{TMP_PREFIX}old-{final.name}-{secrets.token_hex(4)}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        _fsync_dir(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+# -- load ------------------------------------------------------------------------------------
+def read_meta(path: Path) -> dict[str, Any]:
+    """Parse ``path/meta.json`` or raise CheckpointError."""
+    f = Path(path) / META_FILE
+    if not f.is_file():
+        raise CheckpointError(
+            f"{str(path)!r} is not a complete checkpoint (no {META_FILE}): it was probably "
+            "interrupted while saving. Delete it, or resume from checkpoints/latest.json."
+        )
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{str(f)!r} is corrupt ({e}); delete this checkpoint folder and use an older one.") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(f)!r} is not a profond checkpoint of format {FORMAT_VERSION}; "
+            "was it written by another program or profond version?"
+        )
+    return doc
+
+
+def _read_tensors(path: Path, fname: str, doc: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Read one .safetensors file after checking its sha256 against meta.json."""
+    f = path / fname
+    fix = "the checkpoint is damaged: delete this folder and resume from an older one"
+    info = doc.get("files", {}).get(fname)
+    if info is None:
+        raise CheckpointError(f"{str(path / META_FILE)!r} lists no {fname}; {fix}.")
+    try:
+        data = f.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{str(f)!r} is missing; {fix}.") from None
+    if len(data) != info.get("bytes") or hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise CheckpointError(
+            f"{str(f)!r} is truncated or corrupt (size {len(data)} B, expected {info.get('bytes')} B, "
+            f"or sha256 mismatch); {fix}."
+        )
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{str(f)!r} is not a valid safetensors file ({e}); {fix}.") from None
+
+
+def _missing_names(kind: str, wanted: Mapping[str, Any], saved: list[str], path: Path) -> None:
+    missing = [n for n in wanted if n not in saved]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has no {kind} named {', '.join(map(repr, missing))} "
+            f"(it has: {', '.join(saved) or 'none'}); load it with the same method/config it was trained with."
+        )
+
+
+def _load_net(name: str, net: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    prefix = f"{name}."
+    saved = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = net.state_dict()
+    missing = sorted(own.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - own.keys())
+    wrong = [f"{k}: saved {tuple(saved[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in own.items() if k in saved and saved[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        details = "; ".join(filter(None, [
+            f"missing keys {missing[:5]}" if missing else "",
+            f"unexpected keys {unexpected[:5]}" if unexpected else "",
+            f"shape mismatches {wrong[:5]}" if wrong else "",
+        ]))
+        raise CheckpointError(
+            f"net {name!r} does not match {str(path / MODEL_FILE)!r} ({details}); "
+            "build the model with the config the checkpoint was trained with (RUN_DIR/config.yaml)."
+        )
+    net.load_state_dict(saved, strict=True)
+
+
+def _restore_group(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """JSON turned tuples (e.g. Adam's betas) into lists: give them back their type."""
+    out = dict(saved)
+    for key, value in out.items():
+        if isinstance(current.get(key), tuple) and isinstance(value, list):
+            out[key] = tuple(value)
+    return out
+
+
+def _load_optimizer(name: str, opt: Optimizer, part: dict[str, Any],
+                    tensors: dict[str, torch.Tensor], path: Path) -> None:
+    fix = "resume with the same model, optim and model.freeze settings as the checkpoint"
+    current = opt.state_dict()
+    groups = part["param_groups"]
+    if len(groups) != len(current["param_groups"]) or any(
+        len(g["params"]) != len(c["params"]) for g, c in zip(groups, current["param_groups"], strict=True)
+    ):
+        raise CheckpointError(
+            f"optimizer {name!r} in {str(path)!r} has parameter groups of sizes "
+            f"{[len(g['params']) for g in groups]}, this one {[len(c['params']) for c in current['param_groups']]}; {fix}."
+        )
+    params = [p for g in opt.param_groups for p in g["params"]]
+    index_to_param = {i: p for c, g in zip(current["param_groups"], opt.param_groups, strict=True)
+                      for i, p in zip(c["params"], g["params"], strict=True)}
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in part["state"].items()}
+    prefix = f"{name}.state."
+    for key, value in tensors.items():
+        if not key.startswith(prefix):
+            continue
+        idx_str, skey = key[len(prefix):].split(".", 1)
+        state.setdefault(int(idx_str), {})[skey] = value
+    for idx, pstate in state.items():
+        param = index_to_param.get(idx)
+        if param is None:
+            raise CheckpointError(f"optimizer {name!r} in {str(path)!r} has state for parameter {idx} of {len(params)}; {fix}.")
+        for skey, value in pstate.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                raise CheckpointError(
+                    f"optimizer {name!r} state {skey!r} of parameter {idx} has shape {tuple(value.shape)} "
+                    f"in {str(path / OPTIM_FILE)!r}, the parameter {tuple(param.shape)}; {fix}."
+                )
+    sd = {"state": state,
+          "param_groups": [_restore_group(g, c) for g, c in zip(groups, current["param_groups"], strict=True)]}
+    try:
+        opt.load_state_dict(sd)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"cannot load optimizer {name!r} from {str(path)!r} ({e}); {fix}.") from None
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    nets: Mapping[str, nn.Module],
+    optimizers: Mapping[str, Optimizer],
+    schedulers: Mapping[str, LRScheduler],
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a checkpoint folder into ``nets``, ``optimizers`` and ``schedulers`` (in place).
+
+    Any of the three may name a subset of what was saved (e.g. only the nets, to evaluate).
+    Every file's sha256 is checked first; a missing or corrupt file, an unknown name or a
+    shape mismatch raises :class:`~profond.errors.CheckpointError`. Returns the caller's
+    ``meta`` dict as saved, plus ``"extra_state"`` (the extra tensors, on ``map_location``)
+    and ``"metrics"`` (the saved metrics or ``None``). Build the schedulers from the same
+    config before loading (their schedule is code, only their position is saved).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {str(path)!r} not found; pass a folder like RUN_DIR/checkpoints/step_00000100.")
+    doc = read_meta(path)
+    model_t = _read_tensors(path, MODEL_FILE, doc) if nets else {}
+    optim_t = _read_tensors(path, OPTIM_FILE, doc) if optimizers else {}
+    extra_t = _read_tensors(path, EXTRA_FILE, doc)
+
+    _missing_names("net", nets, list(doc.get("nets", [])), path)
+    _missing_names("optimizer", optimizers, list(doc.get("optimizers", {})), path)
+    _missing_names("scheduler", schedulers, list(doc.get("schedulers", {})), path)
+
+    for name, net in nets.items():
+        _load_net(name, net, model_t, path)
+    for name, opt in optimizers.items():
+        _load_optimizer(name, opt, doc["optimizers"][name], optim_t, path)
+    for name, sched in schedulers.items():
+        try:
+            sched.load_state_dict(doc["schedulers"][name])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"cannot load scheduler {name!r} from {str(path)!r} ({e}); resume with the same sched config.") from None
+
+    out = dict(doc.get("meta") or {})
+    out["extra_state"] = {k: v.to(map_location) for k, v in extra_t.items()}
+    out["metrics"] = doc.get("metrics")
+    return out
+
+
+# -- manager ---------------------------------------------------------------------------------
+def _is_complete(folder: Path) -> bool:
+    try:
+        read_meta(folder)
+    except CheckpointError:
+        return False
+    return True
+
+
+class CheckpointManager:
+    """The checkpoints of one run: ``RUN_DIR/checkpoints/``.
+
+    * :meth:`save` writes ``step_XXXXXXXX/`` atomically, points ``latest.json`` at it,
+      keeps the last ``keep_last`` step folders, and (if ``monitor`` is set and present in
+      the saved ``metrics``) refreshes ``best/`` -- hard links to the best checkpoint's files,
+      kept even after that step folder is pruned;
+    * :meth:`latest` / :meth:`best` return the folders to load (or ``None``).
+
+    Constructing a manager changes nothing on disk (it is also used read-only, to evaluate).
+    """
+
+    def __init__(self, run_dir: Path, keep_last: int = 2, monitor: str | None = None, mode: str = "min"):
+        from .callbacks import resolve_mode
+
+        if keep_last < 1:
+            raise ConfigError(f"bad value for 'train.keep_last': {keep_last!r}; keep at least 1 checkpoint.")
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.keep_last = int(keep_last)
+        self.monitor = monitor
+        self.mode = resolve_mode(monitor, mode) if monitor else mode
+
+    # -- queries
+    def step_folders(self) -> list[Path]:
+        """Complete ``step_*`` folders, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for p in self.dir.iterdir():
+            m = STEP_RE.match(p.name)
+            if m and p.is_dir() and (p / META_FILE).is_file():
+                found.append((int(m.group(1)), p))
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint: the one ``latest.json`` names if it is intact,
+        else the newest ``step_*`` folder with a readable ``meta.json``."""
+        pointer = self.dir / "latest.json"
+        try:
+            target = self.dir / json.loads(pointer.read_text(encoding="utf-8"))["path"]
+            if STEP_RE.match(target.name) and _is_complete(target):
+                return target
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        for folder in reversed(self.step_folders()):
+            if _is_complete(folder):
+                return folder
+        return None
+
+    def best(self) -> Path | None:
+        folder = self.dir / "best"
+        return folder if _is_complete(folder) else None
+
+    def best_value(self) -> float | None:
+        best = self.best()
+        if best is None or not self.monitor:
+            return None
+        value = (read_meta(best).get("metrics") or {}).get(self.monitor)
+        return None if value is None else float(value)
+
+    # -- writing
+    def clean_tmp(self) -> None:
+        """Remove ``.tmp-*`` leftovers of interrupted saves."""
+        if self.dir.is_dir():
+            for p in self.dir.iterdir():
+                if p.name.startswith(TMP_PREFIX) and p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def save(
+        self,
+        step: int,
+        *,
+        nets: Mapping[str, nn.Module],
+        optimizers: Mapping[str, Optimizer],
+        schedulers: Mapping[str, LRScheduler],
+        extra_state: Mapping[str, torch.Tensor] | None,
+        meta: Mapping[str, Any],
+        metrics: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Save checkpoint ``step``; returns ``checkpoints/step_{step:08d}``."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.clean_tmp()
+        name = f"step_{int(step):08d}"
+        folder = save_checkpoint(self.dir / name, nets=nets, optimizers=optimizers, schedulers=schedulers,
+                                 extra_state=extra_state, meta={**meta, "step": int(step)}, metrics=metrics)
+        atomic_write_json(self.dir / "latest.json", {"path": name, "step": int(step)})
+        if self.monitor and metrics is not None and self.monitor in metrics:
+            from .callbacks import is_improvement
+
+            value = float(metrics[self.monitor])
+            if is_improvement(value, self.best_value(), self.mode):
+                self._set_best(folder)
+        self._prune(keep=folder)
+        return folder
+
+    def _set_best(self, folder: Path) -> None:
+        """Make ``best/`` a copy (hard links when possible) of ``folder``, atomically."""
+        tmp = self.dir / f"{TMP_PREFIX}best-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            for f in (*TENSOR_FILES, META_FILE):
+                try:
+                    os.link(folder / f, tmp / f)
+                except OSError:
+                    shutil.copy2(folder / f, tmp / f)
+            _fsync_dir(tmp)
+            best = self.dir / "best"
+            old = None
+            if best.exists():
+                old = self.dir / f"{TMP_PREFIX}old-best-{secrets.token_hex(4)}"
+                os.rename(best, old)
+            os.rename(tmp, best)
+            _fsync_dir(self.dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _prune(self, keep: Path) -> None:
+        folders = [p for p in self.step_folders() if p != keep]
+        excess = len(folders) + 1 - self.keep_last
+        for p in folders[:max(excess, 0)]:
+            shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,611 @@
+"""The one training loop of profond.
+
+Every family plugs in through a :class:`~profond.methods.base.Method`; this module owns
+everything around its ``train_step``: devices and seeds, precision (bf16 autocast on CPU
+and CUDA, fp16 + GradScaler on CUDA), channels_last, ``torch.compile``, gradient clipping
+by norm, LR schedules stepped per optimizer step, EMA of weights, evaluation, early
+stopping, atomic checkpoints with exact resume, metrics.csv / TensorBoard / summary.json,
+the progress bar, Ctrl-C handling, NaN guards and DDP.
+
+Usage::
+
+    from profond.config import resolve
+    from profond.train import train
+    result = train(resolve(overrides=["model.name=mlp", "train.epochs=1"]))
+    print(result.summary["final"]["test_accuracy"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import RunConfig
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..methods.base import Env, Method
+from ..registry import METHODS
+from . import distributed as dist_utils
+from .callbacks import Callback, EarlyStopping
+from .checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from .ema import EMA
+from .io import atomic_write_json
+from .logging import Console_, MetricsCSV, TensorBoard, fmt
+from .optim import build_optimizer, optimizer_cfg_for
+from .schedules import build_scheduler
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def count_params(net: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def versions() -> dict[str, str]:
+    return {"profond": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+class StepContext:
+    """Handed to ``Method.train_step``/``evaluate``: the loop's services for one step."""
+
+    def __init__(self, trainer: Trainer):
+        self._t = trainer
+        self.grad_norms: dict[str, float] = {}
+
+    @property
+    def step(self) -> int:
+        return self._t.step
+
+    @property
+    def epoch(self) -> int:
+        return self._t.epoch
+
+    @property
+    def device(self) -> torch.device:
+        return self._t.env.device
+
+    @property
+    def env(self) -> Env:
+        return self._t.env
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self._t.autocast()
+
+    def optimize(self, loss: torch.Tensor, name: str = "model") -> None:
+        """Backward ``loss`` and step optimizer ``name`` (scaling, clipping, NaN guard)."""
+        t = self._t
+        if name not in t.optimizers:
+            raise ConfigError(f"method asked for optimizer {name!r}; it has {sorted(t.optimizers)}.")
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingDiverged(
+                f"loss became {loss.detach().float().item()} at step {t.step} (epoch {t.epoch + 1}); "
+                f"weights were not updated. Last good checkpoint: {t.last_checkpoint or 'none'}. "
+                "Try a lower optim.lr, train.clip_grad_norm=1.0, or train.precision=fp32."
+            )
+        opt = t.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        if t.scaler is not None:
+            t.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        clip = t.cfg.train.clip_grad_norm
+        if clip is not None:
+            if t.scaler is not None:
+                t.scaler.unscale_(opt)
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            self.grad_norms[name] = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if t.scaler is not None:
+            t.scaler.step(opt)
+            t.scaler.update()
+        else:
+            opt.step()
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
+                 callbacks: Sequence[Callback] = ()):
+        self.cfg = cfg
+        self.t_start = time.perf_counter()
+        tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        rank, world, local = dist_utils.env_world()
+        device = dist_utils.resolve_device(tc.device, local)
+        rank, world = dist_utils.init(device)
+        self.env = Env(device=device, rank=rank, world_size=world, seed=tc.seed)
+        if tc.precision == "fp16" and device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs CUDA (GradScaler); on CPU use bf16 or fp32.")
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+        if not resume and (self.run_dir / "checkpoints").exists() and self.env.is_main:
+            raise ConfigError(
+                f"run folder {str(self.run_dir)!r} already holds a run; resume it with "
+                f"--resume {self.run_dir} or choose another --name/--out."
+            )
+        self.console = Console_(quiet=tc.quiet, enabled=self.env.is_main)
+
+        seed_everything(tc.seed)
+        self.method: Method = METHODS.get(cfg.method.name)(cfg, self.env)
+        if self.method.train_data is None:
+            raise ConfigError(f"method {cfg.method.name!r} built no training data.")
+        m = self.method
+        m.raw_nets = dict(m.nets)
+        for name, net in m.raw_nets.items():
+            net.to(device)
+            if tc.channels_last:
+                net.to(memory_format=torch.channels_last)
+        self.param_counts = {name: count_params(net) for name, net in m.raw_nets.items()}
+
+        self.optimizers = {
+            name: build_optimizer(optimizer_cfg_for(cfg.optim, name) if name != "model" else cfg.optim, params)
+            for name, params in m.optimizer_params().items()
+        }
+        self.steps_per_epoch = len(m.train_data)
+        if self.steps_per_epoch == 0:
+            raise ConfigError("the training set gives no batch: lower data.batch_size or data.val_size.")
+        self.schedulers = {
+            name: build_scheduler(cfg.sched, opt, steps_per_epoch=self.steps_per_epoch, epochs=tc.epochs)
+            for name, opt in self.optimizers.items()
+        }
+        self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+        self.emas = ({n: EMA(m.raw_nets[n], tc.ema_decay) for n in m.ema_nets if n in m.raw_nets}
+                     if tc.ema_decay else {})
+        self._wrap_nets()
+
+        self.callbacks: list[Callback] = list(callbacks) + fault_injection_from_env()
+        self.early = EarlyStopping(tc.early_stop) if tc.early_stop.patience is not None else None
+        if self.early:
+            self.callbacks.append(self.early)
+        monitor, mode = m.monitor
+        self.ckpt = CheckpointManager(self.run_dir, keep_last=tc.keep_last, monitor=monitor, mode=mode)
+        self.ctx = StepContext(self)
+
+        self.step = 0
+        self.epoch = 0
+        self.start_batch = 0
+        self.should_stop = False
+        self.last_checkpoint: Path | None = None
+        self.acc_sums: dict[str, float] = {}
+        self.acc_count = 0
+        self.elapsed_before = 0.0
+        self.samples_seen = 0
+        self.history: list[dict[str, Any]] = []
+        self._interrupt = False
+        if resume:
+            self._restore()
+
+    # -- set-up helpers ----------------------------------------------------------------------
+    def _wrap_nets(self) -> None:
+        m, tc = self.method, self.cfg.train
+        for name, net in m.raw_nets.items():
+            wrapped: nn.Module = net
+            if self.env.world_size > 1 and any(p.requires_grad for p in net.parameters()):
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                ids = [self.env.device] if self.env.device.type == "cuda" else None
+                wrapped = DDP(net, device_ids=ids)
+            if tc.compile:
+                wrapped = torch.compile(wrapped)
+            m.nets[name] = wrapped
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        p = self.cfg.train.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        return torch.autocast(self.env.device.type, dtype=dtype)
+
+    def _restore(self) -> None:
+        path = self.ckpt.latest()
+        if path is None:
+            raise CheckpointError(
+                f"no complete checkpoint in {self.run_dir / 'checkpoints'}; start a new run instead of --resume."
+            )
+        meta = load_checkpoint(path, nets=self.method.raw_nets, optimizers=self.optimizers,
+                               schedulers=self.schedulers, map_location=self.env.device)
+        extra = meta.get("extra_state", {})
+        for name, ema in self.emas.items():
+            ema.load_state_dict({k[len(f"ema.{name}."):]: v for k, v in extra.items()
+                                 if k.startswith(f"ema.{name}.")})
+        set_rng_state({k[4:]: v for k, v in extra.items() if k.startswith("rng.")}, meta["loop"]["rng"])
+        loop = meta["loop"]
+        self.step, self.epoch, self.start_batch = loop["step"], loop["epoch"], loop["batch"]
+        self.acc_sums, self.acc_count = loop["acc_sums"], loop["acc_count"]
+        self.elapsed_before = loop["elapsed"]
+        self.samples_seen = loop["samples_seen"]
+        if self.scaler is not None and loop.get("scaler"):
+            self.scaler.load_state_dict(loop["scaler"])
+        if self.early and loop.get("early_stop"):
+            self.early.load_state_dict(loop["early_stop"])
+        self.last_checkpoint = path
+        self.console.print(f"resumed from {path} (epoch {self.epoch + 1}, step {self.step})")
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self, batch: int, metrics: dict[str, Any] | None = None) -> None:
+        if not self.env.is_main:
+            return
+        rng_t, rng_meta = rng_state()
+        extra = {f"rng.{k}": v for k, v in rng_t.items()}
+        for name, ema in self.emas.items():
+            extra.update({f"ema.{name}.{k}": v for k, v in ema.state_dict().items()})
+        loop = {
+            "step": self.step, "epoch": self.epoch, "batch": batch, "rng": rng_meta,
+            "acc_sums": self.acc_sums, "acc_count": self.acc_count,
+            "elapsed": self.elapsed_before + (time.perf_counter() - self.t_train),
+            "samples_seen": self.samples_seen,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "early_stop": self.early.state_dict() if self.early else None,
+        }
+        self.last_checkpoint = self.ckpt.save(
+            self.step, nets=self.method.raw_nets, optimizers=self.optimizers, schedulers=self.schedulers,
+            extra_state=extra, meta={"loop": loop, "config": self.cfg.to_dict()}, metrics=metrics,
+        )
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> RunResult:
+        cfg, tc, m, env = self.cfg, self.cfg.train, self.method, self.env
+        if env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.yaml")
+            self.csv = MetricsCSV(self.run_dir / "metrics.csv",
+                                  resume_until_step=self.step if self.step else None)
+            self.history = list(self.csv.rows)
+            self.tb = TensorBoard(self.run_dir / "tensorboard", purge_step=self.step or None)
+            self.tb.text("config", "```\n" + cfg.to_yaml() + "\n```")
+        self._announce()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        status = "completed"
+        self.t_train = time.perf_counter()
+        old_handler = self._install_sigint()
+        try:
+            while self.epoch < tc.epochs and not self.should_stop:
+                self._train_epoch()
+                if self._interrupt:
+                    status = "interrupted"
+                    break
+                if self.should_stop and self.early and self.early.stopped_epoch is not None:
+                    status = "early_stopped"
+                self.epoch += 1
+                self.start_batch = 0
+                if tc.max_steps is not None and self.step >= tc.max_steps:
+                    break
+        except TrainingDiverged:
+            self._finish("diverged")
+            raise
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        summary = self._finish(status)
+        return RunResult(self.run_dir, summary, self.history)
+
+    def _announce(self) -> None:
+        env, m = self.env, self.method
+        c = self.console
+        c.print(f"[bold]profond[/bold] run {self.run_dir}  device={env.device}"
+                f"{f' x{env.world_size} (DDP)' if env.world_size > 1 else ''}  precision={self.cfg.train.precision}")
+        for name, net in m.raw_nets.items():
+            pc = self.param_counts[name]
+            c.print(f"  {name}: {type(net).__name__} ({self.cfg.model.name}) "
+                    f"{pc['total']:,} parameters ({pc['trainable']:,} trainable)")
+        c.print(f"  {self.steps_per_epoch} steps/epoch x {self.cfg.train.epochs} epochs, "
+                f"batch {self.cfg.data.batch_size}")
+
+    def _train_epoch(self) -> None:
+        cfg, tc, m, env = self.cfg, self.cfg.train, self.method, self.env
+        data = m.train_data
+        if self.start_batch == 0:
+            self.acc_sums, self.acc_count = {}, 0
+        m.train()
+        self.console.start_epoch(self.epoch, tc.epochs, self.steps_per_epoch, self.start_batch)
+        window: dict[str, float] = {}
+        window_n = 0
+        batch_idx = self.start_batch
+        for batch_idx, batch in enumerate(data.batches(self.epoch, start=self.start_batch), start=self.start_batch):
+            with self.autocast():
+                out = m.train_step(batch, self.ctx)
+            for sched in self.schedulers.values():
+                sched.step()
+            for name, ema in self.emas.items():
+                ema.update(m.raw_nets[name])
+            self.step += 1
+            n = batch_size_of(batch) * env.world_size
+            self.samples_seen += n
+            vals = {k: float(v) for k, v in out.items()}
+            vals.update({f"grad_norm_{k}": v for k, v in self.ctx.grad_norms.items()})
+            for k, v in vals.items():
+                self.acc_sums[k] = self.acc_sums.get(k, 0.0) + v
+                window[k] = window.get(k, 0.0) + v
+            self.acc_count += 1
+            window_n += 1
+            if self.step % tc.log_every == 0 and env.is_main:
+                avg = {f"train_{k}": v / window_n for k, v in window.items()}
+                avg["lr"] = self.lr()
+                self.tb.scalars(avg, self.step)
+                window, window_n = {}, 0
+            self.console.advance(n, {k: v for k, v in vals.items() if k in ("loss", "accuracy")})
+            for cb in self.callbacks:
+                cb.on_step_end(self, self.step, vals)
+            last_in_epoch = batch_idx + 1 == self.steps_per_epoch
+            hit_max = tc.max_steps is not None and self.step >= tc.max_steps
+            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and not last_in_epoch and not hit_max:
+                self.save(batch_idx + 1)
+            if self._interrupt:
+                self.console.end_epoch()
+                self.save(batch_idx + 1)
+                return
+            if hit_max:
+                break
+        self.console.end_epoch()
+        throughput = self.console.throughput()
+        # -- end of epoch: evaluate, log, checkpoint
+        row: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step,
+                               "time": round(self.elapsed(), 2), "lr": self.lr()}
+        row.update({f"train_{k}": v / max(self.acc_count, 1) for k, v in self.acc_sums.items()})
+        if m.val_data is not None and (self.epoch + 1) % tc.eval_every == 0:
+            row.update({f"val_{k}": v for k, v in self.evaluate(m.val_data).items()
+                        if isinstance(v, (int, float))})
+        row["samples_per_s"] = round(throughput, 1)
+        for cb in self.callbacks:
+            cb.on_eval_end(self, self.epoch, row)
+        self.should_stop = dist_utils.broadcast_flag(self.should_stop, env.device)
+        if env.is_main:
+            self.csv.append(row)
+            self.history.append(row)
+            self.tb.scalars({k: v for k, v in row.items() if k not in ("epoch", "step", "time")}, self.step)
+            self.console.print(
+                f"epoch {self.epoch + 1}/{tc.epochs} "
+                + " ".join(f"{k} {fmt(v)}" for k, v in row.items() if k.startswith(("train_loss", "train_acc", "val_")))
+                + f"  {throughput:,.0f} samples/s  {row['time']:.1f}s"
+            )
+        self.epoch_done_metrics = row
+        # checkpoint position: the next epoch, batch 0
+        self.epoch += 1
+        try:
+            self.save(0, metrics=row)
+        finally:
+            self.epoch -= 1
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self.t_train)
+
+    def lr(self) -> float:
+        opt = next(iter(self.optimizers.values()))
+        return float(opt.param_groups[0]["lr"])
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for name, ema in self.emas.items():
+                stack.enter_context(ema.swapped(self.method.raw_nets[name]))
+            yield
+
+    def evaluate(self, data: Any, **kw: Any) -> dict[str, Any]:
+        self.method.eval()
+        with self.ema_weights():
+            out = self.method.evaluate(data, self.ctx, **kw)
+        self.method.train()
+        return out
+
+    def _install_sigint(self) -> Any:
+        if not self.env.is_main or not _in_main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._interrupt:  # second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            self._interrupt = True
+            self.console.print("\n[yellow]Ctrl-C: saving a checkpoint after this step "
+                               "(press again to abort without saving)...[/yellow]")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _finish(self, status: str) -> dict[str, Any]:
+        m, env = self.method, self.env
+        final: dict[str, Any] = {}
+        if self.history:
+            final.update({k: v for k, v in self.history[-1].items() if k.startswith(("train_", "val_"))})
+        if status in ("completed", "early_stopped"):
+            test = m.test_data()
+            if test is not None:
+                final.update({f"test_{k}": v for k, v in self.evaluate(test).items()
+                              if isinstance(v, (int, float))})
+        train_time = self.elapsed() if hasattr(self, "t_train") else 0.0
+        summary = {
+            "status": status,
+            "run_dir": str(self.run_dir),
+            "model": self.cfg.model.name,
+            "method": self.cfg.method.name,
+            "recipe": self.cfg.recipe,
+            **m.describe(),
+            "epochs_completed": self.epoch if status != "interrupted" else self.epoch,
+            "steps": self.step,
+            "final": final,
+            "train_time_s": round(train_time, 3),
+            "wall_time_s": round(time.perf_counter() - self.t_start, 3),
+            "samples_per_s": round(self.samples_seen / max(train_time, 1e-9), 1),
+            "device": str(env.device),
+            "device_name": device_name(env.device),
+            "precision": self.cfg.train.precision,
+            "world_size": env.world_size,
+            "threads": torch.get_num_threads(),
+            "parameters": self.param_counts,
+            "best_checkpoint": str(self.ckpt.best()) if self.ckpt.best() else None,
+            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "early_stopping": self.early.state_dict() if self.early else None,
+            "versions": versions(),
+            "finished_at": datetime.now().isoformat(timespec="seconds"),
+        }
+        if env.is_main:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+            self.tb.close()
+            try:
+                from ..viz.curves import plot_curves
+
+                plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+            except Exception as e:  # a figure must never lose a finished run
+                self.console.print(f"[yellow]could not draw curves.png: {e}[/yellow]")
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+            if status == "interrupted":
+                self.console.always(f"interrupted at step {self.step}; checkpoint saved. "
+                                    f"Resume with: profond train --resume {self.run_dir}")
+            msg = {"completed": "done", "early_stopped": "early stopping: done",
+                   "interrupted": f"interrupted; resume with: profond train --resume {self.run_dir}",
+                   "diverged": "diverged"}[status]
+            tests = " ".join(f"{k} {fmt(v)}" for k, v in final.items() if k.startswith("test_"))
+            self.console.print(f"{msg}. {tests}  ({summary['train_time_s']:.1f}s) -> {self.run_dir}")
+        return summary
+
+
+class _FaultAt(Callback):
+    """Test hook: deliver ``sig`` to this very process right after optimizer step ``step``."""
+
+    def __init__(self, step: int, sig: int):
+        self.at, self.sig = step, sig
+
+    def on_step_end(self, loop: Any, step: int, metrics: dict[str, Any]) -> None:
+        if step == self.at:
+            os.kill(os.getpid(), self.sig)
+
+
+def fault_injection_from_env() -> list[Callback]:
+    """``PROFOND_FAULT=SIGKILL@40`` (or ``SIGINT@12``): crash/interrupt deterministically.
+
+    Used by the crash-resume tests to kill a real training process at an exact step;
+    unset in normal use.
+    """
+    spec = os.environ.get("PROFOND_FAULT")
+    if not spec:
+        return []
+    name, _, step = spec.partition("@")
+    try:
+        return [_FaultAt(int(step), getattr(signal, name))]
+    except (ValueError, AttributeError):
+        raise ConfigError(f"PROFOND_FAULT={spec!r}: write SIGNAL@STEP, e.g. SIGKILL@40.") from None
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def batch_size_of(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, (list, tuple)):
+        return batch_size_of(batch[0])
+    if isinstance(batch, dict):
+        return batch_size_of(next(iter(batch.values())))
+    return 1
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    name = cfg.name or f"{cfg.model.name}-{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path(cfg.out) / name
+
+
+def train(cfg: RunConfig, *, run_dir: str | Path | None = None, resume: bool = False,
+          callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Train ``cfg``; with ``resume=True`` continue the run in ``run_dir`` from its latest checkpoint."""
+    trainer = Trainer(cfg, run_dir=Path(run_dir) if run_dir else None, resume=resume, callbacks=callbacks)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.env.world_size > 1:
+            dist_utils.shutdown()
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "auto") -> tuple[Method, Trainer]:
+    """Rebuild a finished run's method with trained weights (for eval / sample)."""
+    from ..config import RunConfig as _RC
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{str(run_dir)!r} is not a run folder (no config.yaml); pass a folder made by `profond train`.")
+    cfg = _RC.load(run_dir / "config.yaml")
+    cfg.train.device = device
+    cfg.train.quiet = True
+    trainer = _EvalTrainer(cfg, run_dir)
+    path = trainer.ckpt.best() if checkpoint == "best" else trainer.ckpt.latest()
+    if path is None:
+        raise CheckpointError(f"no {checkpoint} checkpoint in {run_dir / 'checkpoints'}; did the run save one?")
+    meta = load_checkpoint(path, nets=trainer.method.raw_nets, optimizers={}, schedulers={},
+                           map_location=trainer.env.device)
+    extra = meta.get("extra_state", {})
+    for name, ema in trainer.emas.items():  # evaluate EMA weights, as training did
+        ema.load_state_dict({k[len(f"ema.{name}."):]: v for k, v in extra.items() if k.startswith(f"ema.{name}.")})
+        ema.copy_to(trainer.method.raw_nets[name])
+    trainer.checkpoint_path = path
+    return trainer.method, trainer
+
+
+class _EvalTrainer(Trainer):
+    """A Trainer without optimizers or data loaders, for evaluation of a saved run."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.cfg = cfg
+        self.t_start = time.perf_counter()
+        device = dist_utils.resolve_device(cfg.train.device)
+        self.env = Env(device=device, seed=cfg.train.seed)
+        self.run_dir = run_dir
+        self.console = Console_(quiet=True)
+        seed_everything(cfg.train.seed)
+        cls = METHODS.get(cfg.method.name)
+        try:
+            self.method = cls(cfg, self.env, with_data=False)
+        except TypeError:
+            self.method = cls(cfg, self.env)
+        self.method.raw_nets = dict(self.method.nets)
+        for net in self.method.raw_nets.values():
+            net.to(device)
+            if cfg.train.channels_last:
+                net.to(memory_format=torch.channels_last)
+        self.optimizers, self.schedulers, self.scaler = {}, {}, None
+        self.emas = ({n: EMA(self.method.raw_nets[n], cfg.train.ema_decay)
+                      for n in self.method.ema_nets if n in self.method.raw_nets}
+                     if cfg.train.ema_decay else {})
+        self.ckpt = CheckpointManager(run_dir, keep_last=cfg.train.keep_last)
+        self.ctx = StepContext(self)
+        self.step = self.epoch = 0
+        self.param_counts = {n: count_params(net) for n, net in self.method.raw_nets.items()}
+
+    def evaluate(self, data: Any, **kw: Any) -> dict[str, Any]:
+        self.method.eval()
+        return self.method.evaluate(data, self.ctx, **kw)
+
+
+__all__ = ["train", "Trainer", "RunResult", "StepContext", "load_run", "seed_everything"]

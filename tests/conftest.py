@@ -1,0 +1,38 @@
+"""Shared test fixtures. Tests run on CPU with 2 threads; runs go to tmp folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+needs_fmnist = pytest.mark.skipif(not FMNIST.exists(), reason="apt-get install dataset-fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never touch the user's cache; keep runs inside tmp."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.delenv("PROFOND_DATA", raising=False)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    yield
+
+
+def tiny_cfg(tmp_path: Path, *overrides: str):
+    """A seconds-long classifier run on real small data (sklearn digits, 8x8)."""
+    from profond.config import resolve
+
+    return resolve(overrides=[
+        "model.name=mlp", "model.widths=[32]", "data.name=digits", "data.val_size=200",
+        "data.batch_size=64", "train.epochs=2", "train.quiet=true", f"out={tmp_path}", "name=run",
+        "train.device=cpu", *overrides,
+    ])
+
+
+os.environ.setdefault("PROFOND_TEST", "1")
