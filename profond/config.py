@@ -338,8 +338,8 @@ def recipe_names() -> list[str]:
 
 
 def recipe_path(name: str) -> Path:
-    from .registry import unknown_name_message
     from .errors import RegistryError
+    from .registry import unknown_name_message
 
     p = RECIPE_DIR / f"{name}.yaml"
     if not p.is_file():

@@ -43,8 +43,9 @@ class Classifier(Method):
         self.classes = list(self.data.classes)
         model = MODELS.build(cfg.model.name, in_shape=tuple(self.data.shape),
                              num_classes=len(self.classes), **cfg.model.args)
+        self.init_report = None
         if cfg.model.init_from:
-            load_weights(model, cfg.model.init_from, strict=cfg.model.init_strict)
+            self.init_report = load_weights(model, cfg.model.init_from, strict=cfg.model.init_strict)
         if cfg.model.freeze:
             freeze(model, cfg.model.freeze)
         self.nets = {"model": model}
@@ -79,7 +80,10 @@ class Classifier(Method):
         d = self.data
         return {"dataset": d.name, "data_source": d.source, "classes": self.classes,
                 "train_examples": getattr(self.train_data, "num_samples", None),
-                "test_examples": len(d.test_y)}
+                "test_examples": len(d.test_y),
+                "init_from": (None if self.init_report is None else
+                              {"path": self.cfg.model.init_from, "loaded": len(self.init_report.loaded),
+                               "skipped": [str(k) for k in self.init_report.skipped]})}
 
     # -- training --------------------------------------------------------------------------
     def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
@@ -110,7 +114,7 @@ class Classifier(Method):
         }
         if detailed:
             per_class = confusion.diag().float() / confusion.sum(1).clamp(min=1).float()
-            out["per_class_accuracy"] = {c: round(a, 4) for c, a in zip(self.classes, per_class.tolist())}
+            out["per_class_accuracy"] = {c: round(a, 4) for c, a in zip(self.classes, per_class.tolist(), strict=True)}
             out["confusion_matrix"] = confusion.tolist()
             out["examples"] = n
         return out

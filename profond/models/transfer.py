@@ -210,8 +210,34 @@ def _read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"{str(p)!r} is not a valid safetensors file ({e}); {_ONLY}.") from None
 
 
+def resolve_weights(path: str | Path, net: str = "model") -> tuple[Path, str]:
+    """Where the weights are and the key prefix to strip.
+
+    ``path`` may be a ``.safetensors`` file, a profond checkpoint folder
+    (``RUN/checkpoints/step_XXXXXXXX``; its ``model.safetensors`` prefixes keys with the net's
+    name) or a whole run folder (its best checkpoint, else its latest).
+    """
+    p = Path(path)
+    if p.is_dir():
+        if (p / "checkpoints").is_dir():
+            from ..train.checkpoint import CheckpointManager
+
+            mgr = CheckpointManager(p)
+            found = mgr.best() or mgr.latest()
+            if found is None:
+                raise ConfigError(f"run folder {str(p)!r} holds no complete checkpoint to load weights from.")
+            p = found
+        if not (p / "model.safetensors").is_file():
+            raise ConfigError(f"{str(p)!r} is neither a run folder nor a checkpoint folder (no model.safetensors).")
+        return p / "model.safetensors", f"{net}."
+    return p, ""
+
+
 def load_weights(model: nn.Module, path: str, strict: bool = True) -> LoadReport:
     """Load a ``.safetensors`` state dict into ``model`` (course §4.7) and report what happened.
+
+    ``path`` is a ``.safetensors`` file, or a profond run / checkpoint folder (its ``model``
+    net's weights; see :func:`resolve_weights`).
 
     ``strict=True``: the file must match the model exactly (same keys and shapes), else
     ConfigError listing the first mismatches and nothing is loaded. ``strict=False``: load
@@ -219,7 +245,10 @@ def load_weights(model: nn.Module, path: str, strict: bool = True) -> LoadReport
     (e.g. a new head for another number of classes) and ignore unexpected ones.
     Pickle files (``torch.save``) are refused: they can execute code when loaded.
     """
-    tensors = _read_safetensors(path)
+    file, prefix = resolve_weights(path)
+    tensors = _read_safetensors(file)
+    if prefix:
+        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     own = model.state_dict()
     report = LoadReport()
     to_load = {}

@@ -156,7 +156,7 @@ class Trainer:
             raise ConfigError(f"method {cfg.method.name!r} built no training data.")
         m = self.method
         m.raw_nets = dict(m.nets)
-        for name, net in m.raw_nets.items():
+        for net in m.raw_nets.values():
             net.to(device)
             if tc.channels_last:
                 net.to(memory_format=torch.channels_last)
@@ -269,7 +269,7 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> RunResult:
-        cfg, tc, m, env = self.cfg, self.cfg.train, self.method, self.env
+        cfg, tc, env = self.cfg, self.cfg.train, self.env
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / "config.yaml")
@@ -318,7 +318,7 @@ class Trainer:
                 f"batch {self.cfg.data.batch_size}")
 
     def _train_epoch(self) -> None:
-        cfg, tc, m, env = self.cfg, self.cfg.train, self.method, self.env
+        tc, m, env = self.cfg.train, self.method, self.env
         data = m.train_data
         if self.start_batch == 0:
             self.acc_sums, self.acc_count = {}, 0

@@ -35,7 +35,7 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
     order = ["loss"] + [m for m in metrics if m != "loss"]
     order = [m for m in order if m in metrics][:4]
     fig, axes = plt.subplots(1, len(order), figsize=(4.5 * len(order), 3.5), squeeze=False)
-    for ax, m in zip(axes[0], order):
+    for ax, m in zip(axes[0], order, strict=False):
         for split, style in (("train", "-o"), ("val", "-s")):
             col = f"{split}_{m}"
             if col in df and df[col].notna().any():
