@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
@@ -41,6 +42,7 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
             if col in df and df[col].notna().any():
                 ax.plot(df["epoch"], df[col], style, ms=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(m)
         ax.grid(alpha=0.3)
         ax.legend()
