@@ -75,3 +75,10 @@ def test_per_group_learning_rates_reach_the_optimizer(tmp_path):
     groups = t.optimizers["model"].param_groups
     lrs = {(g["lr"], g["weight_decay"]) for g in groups}
     assert (0.5, 0.1) in lrs and (0.001, 0.1) in lrs and any(wd == 0 for _, wd in lrs)
+
+
+@pytest.mark.slow
+def test_torch_compile_trains(tmp_path):
+    """Inductor compilation takes ~40 s on 2 cores: out of CI."""
+    res = train(tiny_cfg(tmp_path, "train.compile=true", "train.epochs=3", "optim.lr=0.005"))
+    assert res.summary["final"]["test_accuracy"] > 0.8

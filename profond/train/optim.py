@@ -94,10 +94,23 @@ def build_optimizer(cfg: OptimConfig, params_or_groups: Any) -> torch.optim.Opti
             _check_unit_interval(name, b, "betas")
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         kwargs.update(betas=(float(betas[0]), float(betas[1])), eps=cfg.eps)
+    if cls is not torch.optim.RMSprop and _fusable(params):
+        # one fused kernel per step instead of ~6 elementwise ops per tensor: ~30% faster
+        # MLP steps on CPU (2.9 vs 4.1 ms, benchmarks/README.md); same update rule
+        kwargs["fused"] = True
     try:
         return cls(params, **kwargs)
     except ValueError as e:  # torch's own argument checks
         raise ConfigError(f"invalid settings for optimizer {name!r}: {e}") from None
+
+
+def _fusable(params: list[Any]) -> bool:
+    """torch's fused SGD/Adam/AdamW kernels take floating-point tensors on CPU or CUDA."""
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    return all(
+        isinstance(p, torch.Tensor) and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+        for p in tensors
+    )
 
 
 def optimizer_cfg_for(
