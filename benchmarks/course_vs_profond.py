@@ -35,7 +35,7 @@ import time
 
 import torch
 import torch.nn as nn
-from common import RESULTS_DIR, load_note, machine, md_table, write_json
+from common import RESULTS_DIR, cpu_has_bf16, load_note, machine, md_table, write_json
 from torch.utils.data import DataLoader, Dataset
 
 from profond.config import parse_override, resolve
@@ -103,9 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="profond's precision; auto: bf16 if the CPU has bf16 hardware, else fp32")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model_args = dict(parse_override(a) for a in args.model_args)
+    precision = args.precision if args.precision != "auto" else ("bf16" if cpu_has_bf16() else "fp32")
     info = machine()
     print(f"{args.model} {model_args}, {args.epochs} epoch(s), {args.threads} threads, "
           f"{load_note(info['load_avg_1_5_15'])}", flush=True)
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             f"model.name={args.model}", *(f"model.{a}" for a in args.model_args),
             "data.val_size=0", "data.batch_size=128", "optim.name=adam", "optim.lr=0.001",
             f"train.epochs={args.epochs}", f"train.seed={args.seed}", f"train.threads={args.threads}",
-            "train.precision=bf16", "train.channels_last=true", "train.quiet=true",
+            f"train.precision={precision}", "train.channels_last=true", "train.quiet=true",
             f"out={out}", "name=profond",
         ])
         result = train(cfg)
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/course_vs_profond.py " + " ".join(sys.argv[1:])
     settings = {
         "course": "per-sample Dataset + DataLoader(batch 128, shuffle, num_workers=0), fp32, Adam 1e-3",
-        "profond": "profond.train.train, batch 128, Adam 1e-3, bf16 autocast, channels_last, on-device batches",
+        "profond": f"profond.train.train, batch 128, Adam 1e-3, {precision}"
+                   f"{' autocast' if precision == 'bf16' else ''}, channels_last, on-device batches",
     }
     write_json(RESULTS_DIR / "course_vs_profond.json", {
         "model": args.model, "model_args": model_args, "epochs": args.epochs,

@@ -82,3 +82,13 @@ def test_torch_compile_trains(tmp_path):
     """Inductor compilation takes ~40 s on 2 cores: out of CI."""
     res = train(tiny_cfg(tmp_path, "train.compile=true", "train.epochs=3", "optim.lr=0.005"))
     assert res.summary["final"]["test_accuracy"] > 0.8
+
+
+def test_eval_of_saved_run_reproduces_final_test_metrics_with_ema(tmp_path):
+    from profond.train import load_run
+
+    res = train(tiny_cfg(tmp_path, "train.ema_decay=0.8", "train.epochs=3"))
+    method, trainer = load_run(res.run_dir, device="cpu")
+    m = trainer.evaluate(method.test_data())
+    assert m["accuracy"] == res.summary["final"]["test_accuracy"]
+    assert m["loss"] == pytest.approx(res.summary["final"]["test_loss"], rel=1e-6)

@@ -155,11 +155,7 @@ class Trainer:
         if self.method.train_data is None:
             raise ConfigError(f"method {cfg.method.name!r} built no training data.")
         m = self.method
-        m.raw_nets = dict(m.nets)
-        for net in m.raw_nets.values():
-            net.to(device)
-            if tc.channels_last:
-                net.to(memory_format=torch.channels_last)
+        place_nets(m, device, tc.channels_last)
         self.param_counts = {name: count_params(net) for name, net in m.raw_nets.items()}
 
         self.optimizers = {
@@ -174,8 +170,7 @@ class Trainer:
             for name, opt in self.optimizers.items()
         }
         self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
-        self.emas = ({n: EMA(m.raw_nets[n], tc.ema_decay) for n in m.ema_nets if n in m.raw_nets}
-                     if tc.ema_decay else {})
+        self.emas = build_emas(m, tc.ema_decay)
         self._wrap_nets()
 
         self.callbacks: list[Callback] = list(callbacks) + fault_injection_from_env()
@@ -230,9 +225,7 @@ class Trainer:
         meta = load_checkpoint(path, nets=self.method.raw_nets, optimizers=self.optimizers,
                                schedulers=self.schedulers, map_location=self.env.device)
         extra = meta.get("extra_state", {})
-        for name, ema in self.emas.items():
-            ema.load_state_dict({k[len(f"ema.{name}."):]: v for k, v in extra.items()
-                                 if k.startswith(f"ema.{name}.")})
+        load_emas(self.emas, extra)
         set_rng_state({k[4:]: v for k, v in extra.items() if k.startswith("rng.")}, meta["loop"]["rng"])
         loop = meta["loop"]
         self.step, self.epoch, self.start_batch = loop["step"], loop["epoch"], loop["batch"]
@@ -484,6 +477,28 @@ class Trainer:
         return summary
 
 
+def place_nets(method: Method, device: torch.device, channels_last: bool) -> None:
+    """Move the method's nets to ``device`` and remember the unwrapped originals."""
+    method.raw_nets = dict(method.nets)
+    for net in method.raw_nets.values():
+        net.to(device)
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+
+
+def build_emas(method: Method, decay: float | None) -> dict[str, EMA]:
+    if not decay:
+        return {}
+    return {n: EMA(method.raw_nets[n], decay) for n in method.ema_nets if n in method.raw_nets}
+
+
+def load_emas(emas: dict[str, EMA], extra: dict[str, torch.Tensor]) -> None:
+    """EMA shadows are saved in a checkpoint's extra state as ``ema.<net>.<key>``."""
+    for name, ema in emas.items():
+        prefix = f"ema.{name}."
+        ema.load_state_dict({k[len(prefix):]: v for k, v in extra.items() if k.startswith(prefix)})
+
+
 class _FaultAt(Callback):
     """Test hook: deliver ``sig`` to this very process right after optimizer step ``step``."""
 
@@ -571,9 +586,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
         raise CheckpointError(f"no {checkpoint} checkpoint in {run_dir / 'checkpoints'}; did the run save one?")
     meta = load_checkpoint(path, nets=trainer.method.raw_nets, optimizers={}, schedulers={},
                            map_location=trainer.env.device)
-    extra = meta.get("extra_state", {})
+    load_emas(trainer.emas, meta.get("extra_state", {}))
     for name, ema in trainer.emas.items():  # evaluate EMA weights, as training did
-        ema.load_state_dict({k[len(f"ema.{name}."):]: v for k, v in extra.items() if k.startswith(f"ema.{name}.")})
         ema.copy_to(trainer.method.raw_nets[name])
     trainer.checkpoint_path = path
     return trainer.method, trainer
@@ -595,15 +609,9 @@ class _EvalTrainer(Trainer):
             self.method = cls(cfg, self.env, with_data=False)
         except TypeError:
             self.method = cls(cfg, self.env)
-        self.method.raw_nets = dict(self.method.nets)
-        for net in self.method.raw_nets.values():
-            net.to(device)
-            if cfg.train.channels_last:
-                net.to(memory_format=torch.channels_last)
+        place_nets(self.method, device, cfg.train.channels_last)
         self.optimizers, self.schedulers, self.scaler = {}, {}, None
-        self.emas = ({n: EMA(self.method.raw_nets[n], cfg.train.ema_decay)
-                      for n in self.method.ema_nets if n in self.method.raw_nets}
-                     if cfg.train.ema_decay else {})
+        self.emas = build_emas(self.method, cfg.train.ema_decay)
         self.ckpt = CheckpointManager(run_dir, keep_last=cfg.train.keep_last)
         self.ctx = StepContext(self)
         self.step = self.epoch = 0
