@@ -47,9 +47,11 @@ def cpu_has_bf16() -> bool:
 
 
 def load_note(load: list[float] | tuple[float, ...]) -> str:
-    """A short warning when the machine was busy (the CPU may be shared)."""
-    one = load[0]
-    return f"load {one:.2f}" + (" (busy: timings may be pessimistic)" if one >= 1.5 else "")
+    """The 1-minute load average, to judge whether the CPU was shared.
+
+    It decays slowly: just after a 2-thread run it is still near 2 from that run alone.
+    """
+    return f"1-min load average {load[0]:.2f}"
 
 
 def write_json(path: Path, data: Any) -> None:

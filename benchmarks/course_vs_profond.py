@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="model_args", action="append", default=[],
                    help="model argument KEY=VALUE, e.g. width=32")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--subset", type=int, help="train on the first N training images only (smoke tests)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset("fashion-mnist", progress=False)
     seed_everything(args.seed)
     model = MODELS.build(args.model, in_shape=tuple(data.shape), num_classes=10, **model_args)
-    train_loader = DataLoader(CourseDataset(data.train_x, data.train_y, data.mean[0], data.std[0]),
+    n_train = args.subset or len(data.train_y)
+    train_loader = DataLoader(CourseDataset(data.train_x[:n_train], data.train_y[:n_train], data.mean[0], data.std[0]),
                               batch_size=128, shuffle=True, num_workers=0)
     test_loader = DataLoader(CourseDataset(data.test_x, data.test_y, data.mean[0], data.std[0]),
                              batch_size=1000, shuffle=False, num_workers=0)
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = resolve(overrides=[
             f"model.name={args.model}", *(f"model.{a}" for a in args.model_args),
-            "data.val_size=0", "data.batch_size=128", "optim.name=adam", "optim.lr=0.001",
+            "data.val_size=0", f"data.subset={n_train}", "data.batch_size=128", "optim.name=adam", "optim.lr=0.001",
             f"train.epochs={args.epochs}", f"train.seed={args.seed}", f"train.threads={args.threads}",
             f"train.precision={precision}", "train.channels_last=true", "train.quiet=true",
             f"out={out}", "name=profond",
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_json(RESULTS_DIR / "course_vs_profond.json", {
         "model": args.model, "model_args": model_args, "epochs": args.epochs,
-        "threads": args.threads, "seed": args.seed, "train_examples": len(data.train_y),
+        "threads": args.threads, "seed": args.seed, "train_examples": n_train,
         "course": {"samples_per_s": round(course_sps, 1), "test_accuracy": course_acc,
                    "settings": settings["course"]},
         "profond": {"samples_per_s": round(profond_sps, 1), "test_accuracy": profond_acc,
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, sps, acc in (("course", course_sps, course_acc), ("profond", profond_sps, profond_acc))]
     (RESULTS_DIR / "course_vs_profond.md").write_text(
         f"# Course loop vs profond ({args.model} {model_args}, {args.epochs} epoch(s) on "
-        f"{len(data.train_y):,} images, {args.threads} threads)\n\n"
+        f"{n_train:,} images, {args.threads} threads)\n\n"
         + md_table(["loop", "settings", "train samples/s", "test accuracy"], rows)
         + f"\n\nSpeed-up: **{ratio:.2f}x** (target >= 3x). Test accuracy after the same epochs: "
         f"course {course_acc:.4f}, profond {profond_acc:.4f}.\n\n"

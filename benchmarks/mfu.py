@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Training FLOPs per sample (FlopCounterMode, forward+backward): {train / 1e6:.1f} MFLOP "
         f"(forward {fwd / 1e6:.1f}). Peak = best {args.matmul_n}x{args.matmul_n} matmul.\n\n"
         + md_table(["precision", "peak GFLOP/s", "train samples/s", "achieved GFLOP/s", "MFU"], rows)
-        + f"\n\n`{command}` on {info['cpu']}, {info['date']}, {load_note(info['load_avg_1_5_15'])}.\n"
+        + f"\n\n`{command}` on {info['cpu']}, {info['date']}, {load_note(info['load_avg_1_5_15'])}. "
+        + ("The CPU has bf16 hardware (AVX512_BF16/AMX).\n" if info["bf16_in_hardware"] else
+           "The CPU has no bf16 hardware (no AVX512_BF16/AMX): oneDNN emulates bf16, so its "
+           "peak is below fp32's.\n")
     )
     print(f"wrote {RESULTS_DIR / 'mfu.json'} and {RESULTS_DIR / 'mfu.md'}")
 

@@ -77,3 +77,14 @@ def test_parse_override_yaml_values():
     assert cfg.train.clip_grad_norm == 1.0 and isinstance(cfg.train.clip_grad_norm, float)
     set_key(cfg, "train.clip_grad_norm", None)
     assert cfg.train.clip_grad_norm is None
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_resolves_and_builds(name):
+    from profond.config import recipe_help
+    from profond.registry import MODELS
+
+    cfg = resolve(recipe=name)
+    assert recipe_help(name), f"recipe {name} needs a '# description' first line"
+    model = MODELS.build(cfg.model.name, in_shape=(1, 28, 28), num_classes=10, **cfg.model.args)
+    assert sum(p.numel() for p in model.parameters()) > 0

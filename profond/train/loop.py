@@ -309,6 +309,9 @@ class Trainer:
                     f"{pc['total']:,} parameters ({pc['trainable']:,} trainable)")
         c.print(f"  {self.steps_per_epoch} steps/epoch x {self.cfg.train.epochs} epochs, "
                 f"batch {self.cfg.data.batch_size}")
+        if self.cfg.train.precision == "bf16" and env.device.type == "cpu" and not cpu_has_native_bf16():
+            c.print("  [yellow]note: this CPU has no native bf16 (no avx512_bf16/amx_bf16): bf16 autocast "
+                    "emulates it and is usually slower than fp32 here.[/yellow]")
 
     def _train_epoch(self) -> None:
         tc, m, env = self.cfg.train, self.method, self.env
@@ -542,6 +545,15 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True if the CPU advertises bf16 arithmetic (AVX512-BF16 or AMX-BF16) in /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # unknown platform: do not warn
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def batch_size_of(batch: Any) -> int:
