@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"speed-up {ratio:.2f}x (target >= 3x); accuracy difference "
           f"{profond_acc - course_acc:+.4f}", flush=True)
 
-    command = "python benchmarks/course_vs_profond.py " + " ".join(sys.argv[1:])
+    command = " ".join(["python benchmarks/course_vs_profond.py", *sys.argv[1:]])
     settings = {
         "course": "per-sample Dataset + DataLoader(batch 128, shuffle, num_workers=0), fp32, Adam 1e-3",
         "profond": f"profond.train.train, batch 128, Adam 1e-3, {precision}"

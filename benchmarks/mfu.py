@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                         "mfu": round(mfu, 4)})
         rows.append([precision, f"{peak / 1e9:.1f}", f"{sps:,.0f}", f"{achieved / 1e9:.1f}", f"{mfu:.1%}"])
 
-    command = "python benchmarks/mfu.py " + " ".join(sys.argv[1:])
+    command = " ".join(["python benchmarks/mfu.py", *sys.argv[1:]])
     write_json(RESULTS_DIR / "mfu.json", {
         "recipe": args.recipe, "model": model_name, "model_args": model_args, "batch_size": batch,
         "channels_last": cfg.train.channels_last, "threads": args.threads,

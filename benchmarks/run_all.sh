@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every benchmark in turn (about 20 minutes on a 2-core CPU); results in benchmarks/results/.
+# Run every benchmark in turn (about 40 minutes on a 2-core CPU); results in benchmarks/results/.
 # Usage: bash benchmarks/run_all.sh [--quick]   (--quick: one seed for time-to-accuracy)
 set -euo pipefail
 cd "$(dirname "$0")/.."

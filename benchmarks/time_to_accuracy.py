@@ -87,7 +87,7 @@ def bench(recipe: str, target_acc: float, target_s: float, seeds: list[int],
         "met": acc >= target_acc and wall <= target_s,
         "runs": runs,
         "machine": machine(),
-        "command": "python benchmarks/time_to_accuracy.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/time_to_accuracy.py", *sys.argv[1:]]),
     }
 
 
