@@ -305,8 +305,8 @@ class Trainer:
                 f"{f' x{env.world_size} (DDP)' if env.world_size > 1 else ''}  precision={self.cfg.train.precision}")
         for name, net in m.raw_nets.items():
             pc = self.param_counts[name]
-            c.print(f"  {name}: {type(net).__name__} ({self.cfg.model.name}) "
-                    f"{pc['total']:,} parameters ({pc['trainable']:,} trainable)")
+            label = self.cfg.model.name if name == "model" else type(net).__name__
+            c.print(f"  {name}: {label}, {pc['total']:,} parameters ({pc['trainable']:,} trainable)")
         c.print(f"  {self.steps_per_epoch} steps/epoch x {self.cfg.train.epochs} epochs, "
                 f"batch {self.cfg.data.batch_size}")
         if self.cfg.train.precision == "bf16" and env.device.type == "cpu" and not cpu_has_native_bf16():
