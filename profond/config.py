@@ -74,8 +74,10 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    #: sgd | rmsprop | adam | adamw
+    #: sgd | rmsprop | adam | adamw | lion (lion: from profond.scratch, torch has none)
     name: str = "adam"
+    #: torch (torch.optim) | scratch (profond.scratch.optim, written from the course's rules)
+    impl: str = "torch"
     lr: float = 1e-3
     momentum: float = 0.0
     nesterov: bool = False
@@ -378,7 +380,8 @@ def resolve(
 
 
 CHOICES = {
-    "optim.name": ("sgd", "rmsprop", "adam", "adamw"),
+    "optim.name": ("sgd", "rmsprop", "adam", "adamw", "lion"),
+    "optim.impl": ("torch", "scratch"),
     "sched.name": ("constant", "step", "cosine", "warmup-cosine", "onecycle"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.early_stop.mode": ("auto", "min", "max"),

@@ -65,8 +65,10 @@ def test_group_weight_decay_wins():
 
 
 def test_optimizer_errors():
-    with pytest.raises(ConfigError, match="sgd, rmsprop, adam, adamw"):
-        build_optimizer(OptimConfig(name="lion"), _params())
+    with pytest.raises(ConfigError, match="sgd, rmsprop, adam, adamw, lion"):
+        build_optimizer(OptimConfig(name="lbfgs"), _params())
+    with pytest.raises(ConfigError, match="optim.impl"):
+        build_optimizer(OptimConfig(impl="numpy"), _params())
     with pytest.raises(ConfigError, match="momentum"):
         build_optimizer(OptimConfig(name="sgd", nesterov=True, momentum=0.0), _params())
     with pytest.raises(ConfigError, match="betas"):

@@ -13,12 +13,14 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..nn.layers import (
     activation as make_activation,
 )
 from ..nn.layers import (
     check_activation,
     check_bool,
+    check_choice,
     check_in_shape,
     check_init,
     check_int,
@@ -43,24 +45,51 @@ class MLP(nn.Module):
         widths: list[int],
         activation: str = "relu",
         dropout: float = 0.0,
-        batchnorm: bool = False,
+        norm: str = "none",
+        dropout_impl: str = "torch",
     ):
         super().__init__()
         layers: list[nn.Module] = []
         prev = in_features
         for w in widths:
             layers.append(nn.Linear(prev, w))
-            if batchnorm:
-                layers.append(nn.BatchNorm1d(w))
+            if norm != "none":
+                layers.append(make_norm(norm, w))
             layers.append(make_activation(activation))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(make_dropout(dropout_impl, dropout))
             prev = w
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(prev, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x.flatten(1)))
+
+
+#: ``norm`` values: PyTorch's layers, or the hand-written ones of profond.scratch (§3.5, §3.6)
+MLP_NORMS = ("none", "batchnorm", "layernorm", "rmsnorm",
+             "scratch-batchnorm", "scratch-layernorm", "scratch-rmsnorm")
+
+
+def make_norm(name: str, features: int) -> nn.Module:
+    if name.startswith("scratch-"):
+        from ..scratch import layers as scratch
+
+        kind = name.removeprefix("scratch-")
+        return {"batchnorm": lambda: scratch.BatchNorm(features, dims=1),
+                "layernorm": lambda: scratch.LayerNorm(features),
+                "rmsnorm": lambda: scratch.RMSNorm(features)}[kind]()
+    return {"batchnorm": lambda: nn.BatchNorm1d(features),
+            "layernorm": lambda: nn.LayerNorm(features),
+            "rmsnorm": lambda: nn.RMSNorm(features)}[name]()
+
+
+def make_dropout(impl: str, p: float) -> nn.Module:
+    if impl == "scratch":
+        from ..scratch.layers import Dropout
+
+        return Dropout(p)
+    return nn.Dropout(p)
 
 
 @MODELS.register("mlp", help="multilayer perceptron on the flattened image (course §1.2, §1.6)")
@@ -72,24 +101,35 @@ def mlp(
     init: str = "default",
     dropout: float = 0.0,
     batchnorm: bool = False,
+    norm: str = "none",
+    dropout_impl: str = "torch",
 ) -> nn.Module:
     """MLP ``prod(in_shape) → widths... → num_classes``.
 
     ``activation``: sigmoid, tanh, relu, leaky_relu, prelu, elu, gelu;
     ``init``: default (PyTorch's), xavier_uniform, xavier_normal, he (course §1.5);
-    ``dropout``: after each hidden activation (§3.4); ``batchnorm``: Linear → BN → act (§3.5).
+    ``dropout``: after each hidden activation (§3.4); ``batchnorm``: Linear → BN → act (§3.5),
+    the same as ``norm="batchnorm"``; ``norm``: none, batchnorm, layernorm, rmsnorm, or the
+    from-scratch ``scratch-batchnorm`` / ``scratch-layernorm`` / ``scratch-rmsnorm``;
+    ``dropout_impl``: torch or scratch (profond.scratch.layers.Dropout).
     """
     shape = check_in_shape(in_shape)
     num_classes = check_int("num_classes", num_classes)
     widths = check_int_list("widths", widths)
     act = check_activation(activation)
     scheme = check_init(init)
+    norm = check_choice("norm", norm, MLP_NORMS)
+    if check_bool("batchnorm", batchnorm):
+        if norm not in ("none", "batchnorm"):
+            raise ConfigError(f"batchnorm=true conflicts with norm={norm!r}; set only norm.")
+        norm = "batchnorm"
     model = MLP(
         math.prod(shape),
         num_classes,
         widths,
         activation=act,
         dropout=check_prob("dropout", dropout),
-        batchnorm=check_bool("batchnorm", batchnorm),
+        norm=norm,
+        dropout_impl=check_choice("dropout_impl", dropout_impl, ("torch", "scratch")),
     )
     return init_weights(model, scheme, act)
