@@ -125,6 +125,6 @@ def test_schedules_quick_writes_outputs_and_all_train(schedules_out):
     assert final["step"] == pytest.approx(1e-3 * 0.1 ** 2)  # 2 epochs, /10 after each epoch
     assert final["cosine"] < 1e-6 and final["warmup-cosine"] < 1e-6 and final["onecycle"] < 1e-8
     curves = pd.read_csv(schedules_out / "lr_curves.csv")
-    assert list(curves.columns) == ["step", *opt_exp.SCHEDULE_NAMES]
+    assert list(curves.columns) == ["iteration", *opt_exp.SCHEDULE_NAMES]
     spe = json.loads((schedules_out / "summary.json").read_text())["steps_per_epoch"]
     assert len(curves) == spe * 2

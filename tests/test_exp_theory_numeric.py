@@ -67,7 +67,7 @@ def test_shrinkage_formulas():
     gd, rd = tn.gd_shrinkage(s, eta, steps), tn.ridge_shrinkage(s, 1 / (eta * steps))
     # x = eta*s*T <= 0.01: both are x + O(x^2), relative gap about x/2 <= 0.5 %
     assert np.allclose(gd, rd, rtol=1e-2, atol=0)
-    x, y, _, _ = tn.make_regression(n=60, p=10, seed=1)
+    x, y, _, _ = tn.make_regression(n=60, p=10, s_min=1e-2, seed=1)
     assert np.allclose(tn.run_gd(x, y, 0.5, 20000), tn.ridge(x, y, 0.0), atol=1e-6)
 
 

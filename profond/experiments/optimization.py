@@ -196,7 +196,7 @@ def schedules(out: Path, quick: bool) -> ExperimentResult:
     table = pd.DataFrame(rows)
 
     curves = schedule_curves(quick, steps_per_epoch)
-    pd.DataFrame({"step": range(len(next(iter(curves.values())))), **curves}).to_csv(
+    pd.DataFrame({"iteration": range(len(next(iter(curves.values())))), **curves}).to_csv(
         out / "lr_curves.csv", index=False)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
