@@ -156,7 +156,7 @@ def double_descent(out: Path, quick: bool) -> ExperimentResult:
     data = course_data()
     n_train = data[0].shape[0]
     widths = QUICK_WIDTHS if quick else COURSE_WIDTHS
-    epochs = 250 if quick else 2000
+    epochs = 200 if quick else 2000
     lr = 1e-2 if quick else 1e-3  # quick: fewer, larger steps to still reach ~0 train loss
     table = pd.DataFrame([train_and_eval(w, data, epochs=epochs, lr=lr) for w in widths])
     table["params_over_n"] = table["params"] / n_train

@@ -26,6 +26,8 @@ from .base import Env, Method
 class ClassifierOptions:
     #: ε of label smoothing (0 = plain cross-entropy)
     label_smoothing: float = 0.0
+    #: λ of an L1 penalty λ·Σ|w| on weight matrices/kernels (biases and norms excluded), course §3.3
+    l1: float = 0.0
 
 
 @METHODS.register("classifier", help="image classification with cross-entropy (ch. 1, 3, 4)")
@@ -37,6 +39,8 @@ class Classifier(Method):
         super().__init__(cfg, env)
         if not 0.0 <= self.opts.label_smoothing < 1.0:
             raise ConfigError("bad value for 'method.label_smoothing': must be in [0, 1).")
+        if self.opts.l1 < 0:
+            raise ConfigError("bad value for 'method.l1': must be >= 0.")
         d = cfg.data
         self.data = load_dataset(d.name, data_dir=d.data_dir, download=d.download,
                                  progress=env.is_main and not cfg.train.quiet)
@@ -90,10 +94,16 @@ class Classifier(Method):
         x, y = batch
         logits = self.nets["model"](x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.opts.label_smoothing)
+        out = {"loss": loss.detach()}
+        if self.opts.l1:
+            penalty = sum(p.abs().sum() for p in self.raw_nets["model"].parameters()
+                          if p.requires_grad and p.dim() > 1)
+            out["l1_penalty"] = penalty.detach()
+            loss = loss + self.opts.l1 * penalty
         ctx.optimize(loss)
         hard = y.argmax(1) if y.is_floating_point() else y
-        acc = (logits.detach().argmax(1) == hard).float().mean()
-        return {"loss": loss.detach(), "accuracy": acc}
+        out["accuracy"] = (logits.detach().argmax(1) == hard).float().mean()
+        return out
 
     @torch.no_grad()
     def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
