@@ -41,3 +41,19 @@ def test_scratch_dropout_and_lion_train(tmp_path):
     res = train(tiny_cfg(tmp_path, "model.dropout=0.2", "model.dropout_impl=scratch", "optim.name=lion",
                          "optim.lr=1e-3", "train.epochs=4"))
     assert res.summary["final"]["test_accuracy"] > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair", [(["optim.impl=torch"], ["optim.impl=scratch"]),
+                                  (["model.norm=batchnorm"], ["model.norm=scratch-batchnorm"])])
+def test_same_accuracy_on_fashion_mnist(tmp_path, pair):
+    """Measured 2026-11-22, 3 epochs: Adam 0.8700 vs 0.8666; BatchNorm+SGD 0.8653 vs 0.8646."""
+    from profond.config import resolve
+    from tests.conftest import needs_fmnist  # noqa: F401  (the data must be installed)
+
+    common = ["model.name=mlp", "train.epochs=3", "train.quiet=true", f"out={tmp_path}", "train.device=cpu"]
+    if "batchnorm" in pair[0][0]:
+        common += ["optim.name=sgd", "optim.momentum=0.9", "optim.lr=0.05"]
+    accs = [train(resolve(overrides=[*common, *p, f"name={i}"])).summary["final"]["test_accuracy"]
+            for i, p in enumerate(pair)]
+    assert abs(accs[0] - accs[1]) <= 0.01
