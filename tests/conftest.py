@@ -35,4 +35,16 @@ def tiny_cfg(tmp_path: Path, *overrides: str):
     ])
 
 
+def run_quick_experiment(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run ``profond experiment NAME --quick`` once for a module-scoped fixture."""
+    from profond.experiments import run_experiment
+
+    out = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:  # module scope: isolate the cache like _isolated_home
+        mp.setenv("XDG_CACHE_HOME", str(out / ".cache"))
+        mp.delenv("PROFOND_DATA", raising=False)
+        run_experiment(name, quick=True, out=out)
+    return out
+
+
 os.environ.setdefault("PROFOND_TEST", "1")

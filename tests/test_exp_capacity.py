@@ -11,30 +11,20 @@ import pandas as pd
 import pytest
 
 import profond.experiments.capacity as cap_exp  # registers the two experiments
-from profond.experiments import run_experiment
 from profond.registry import MODELS
-from tests.conftest import needs_fmnist
+from tests.conftest import needs_fmnist, run_quick_experiment
 
 CHANCE = 0.1  # ten Fashion-MNIST classes
 
 
-def _run_quick(name: str, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp(name)
-    with pytest.MonkeyPatch.context() as mp:  # module scope: isolate the cache like conftest does
-        mp.setenv("XDG_CACHE_HOME", str(out / ".cache"))
-        mp.delenv("PROFOND_DATA", raising=False)
-        run_experiment(name, quick=True, out=out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def width_depth_out(tmp_path_factory):
-    return _run_quick("width-depth", tmp_path_factory)
+    return run_quick_experiment("width-depth", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def dropout_wd_out(tmp_path_factory):
-    return _run_quick("dropout-wd", tmp_path_factory)
+    return run_quick_experiment("dropout-wd", tmp_path_factory)
 
 
 def _real_params(widths: list[int], **kwargs) -> int:

@@ -10,29 +10,19 @@ import pandas as pd
 import pytest
 
 import profond.experiments.optimization as opt_exp  # registers the two experiments
-from profond.experiments import run_experiment
-from tests.conftest import needs_fmnist
+from tests.conftest import needs_fmnist, run_quick_experiment
 
 CHANCE = 0.1  # ten Fashion-MNIST classes
 
 
-def _run_quick(name: str, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp(name)
-    with pytest.MonkeyPatch.context() as mp:  # module scope: isolate the cache like conftest does
-        mp.setenv("XDG_CACHE_HOME", str(out / ".cache"))
-        mp.delenv("PROFOND_DATA", raising=False)
-        run_experiment(name, quick=True, out=out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def optimizers_out(tmp_path_factory):
-    return _run_quick("optimizers", tmp_path_factory)
+    return run_quick_experiment("optimizers", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def schedules_out(tmp_path_factory):
-    return _run_quick("schedules", tmp_path_factory)
+    return run_quick_experiment("schedules", tmp_path_factory)
 
 
 def test_both_experiments_are_registered():

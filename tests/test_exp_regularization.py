@@ -12,34 +12,24 @@ import pytest
 import torch
 
 import profond.experiments.regularization as reg_exp  # registers the three experiments
-from profond.experiments import run_experiment
-from tests.conftest import needs_fmnist
+from tests.conftest import needs_fmnist, run_quick_experiment
 
 CHANCE = 0.1  # ten Fashion-MNIST classes
 
 
-def _run_quick(name: str, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp(name)
-    with pytest.MonkeyPatch.context() as mp:  # module scope: isolate the cache like conftest does
-        mp.setenv("XDG_CACHE_HOME", str(out / ".cache"))
-        mp.delenv("PROFOND_DATA", raising=False)
-        run_experiment(name, quick=True, out=out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def activations_out(tmp_path_factory):
-    return _run_quick("activations", tmp_path_factory)
+    return run_quick_experiment("activations", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def normalization_out(tmp_path_factory):
-    return _run_quick("normalization", tmp_path_factory)
+    return run_quick_experiment("normalization", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def regularizers_out(tmp_path_factory):
-    return _run_quick("regularizers", tmp_path_factory)
+    return run_quick_experiment("regularizers", tmp_path_factory)
 
 
 def test_three_experiments_are_registered():

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,6 +33,31 @@ class ExperimentResult:
     figures: list[Path] = field(default_factory=list)
     notes: str = ""
     extra: dict = field(default_factory=dict)
+
+
+def run_training(out: Path, name: str, overrides: list[str]) -> tuple[Any, float]:
+    """One quiet CPU training run through the one loop, in ``out/runs/NAME``.
+
+    Defaults shared by the course's ablations (an MLP, batch 128, 2 threads, seed 0) come
+    first, so ``overrides`` win. Returns the :class:`~profond.train.RunResult` and the
+    wall seconds of the run.
+    """
+    from ..config import resolve
+    from ..train import train
+
+    cfg = resolve(overrides=[
+        "model.name=mlp", "data.batch_size=128", "train.quiet=true", "train.device=cpu",
+        "train.threads=2", "train.seed=0", f"out={out / 'runs'}", f"name={name}", *overrides,
+    ])
+    t0 = time.perf_counter()
+    res = train(cfg)
+    return res, time.perf_counter() - t0
+
+
+def finite(v: Any) -> float:
+    """``float(v)``, or NaN for None / inf (tables show NaN for a diverged run)."""
+    v = float(v) if v is not None else math.nan
+    return v if math.isfinite(v) else math.nan
 
 
 def to_markdown(df: pd.DataFrame) -> str:

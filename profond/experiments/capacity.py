@@ -30,7 +30,6 @@ decay {0, 1e-2}. The test set (10,000 images) is evaluated at the end of every r
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..config import resolve  # noqa: E402
 from ..registry import EXPERIMENTS, MODELS  # noqa: E402
 from ..train.io import atomic_write_text  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult, to_markdown  # noqa: E402
+from . import ExperimentResult, finite, run_training, to_markdown  # noqa: E402
 
 #: exercise 1.4's grid (1 to 6 layers, width 32 to 512), and the reduced one of ``--quick``
 DEPTHS = [1, 2, 3, 4, 5, 6]
@@ -71,22 +69,8 @@ def _budget(quick: bool) -> dict[str, Any]:
 
 def _run(out: Path, name: str, quick: bool, overrides: list[str]) -> tuple[Any, float]:
     """One training run through the loop; returns (RunResult, wall seconds)."""
-    from ..train import train
-
     b = _budget(quick)
-    cfg = resolve(overrides=[
-        "model.name=mlp", "data.batch_size=128", "optim.lr=0.001",
-        f"train.epochs={b['epochs']}", "train.quiet=true", "train.device=cpu", "train.threads=2",
-        "train.seed=0", f"out={out / 'runs'}", f"name={name}", *b["data"], *overrides,
-    ])
-    t0 = time.perf_counter()
-    res = train(cfg)
-    return res, time.perf_counter() - t0
-
-
-def _finite(v: Any) -> float:
-    v = float(v) if v is not None else math.nan
-    return v if math.isfinite(v) else math.nan
+    return run_training(out, name, ["optim.lr=0.001", f"train.epochs={b['epochs']}", *b["data"], *overrides])
 
 
 def _widths_arg(widths: list[int]) -> str:
@@ -136,9 +120,9 @@ def width_depth(out: Path, quick: bool) -> ExperimentResult:
             final = res.summary["final"]
             rows.append({
                 "depth": depth, "width": width, "params": param_count(depth, width),
-                "train_loss": round(_finite(final.get("train_loss")), 4),
-                "val_accuracy": round(_finite(final.get("val_accuracy")), 4),
-                "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+                "train_loss": round(finite(final.get("train_loss")), 4),
+                "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+                "test_accuracy": round(finite(final.get("test_accuracy")), 4),
                 "train_s": round(res.summary["train_time_s"], 2),
                 "wall_s": round(wall, 2),
             })
@@ -181,9 +165,9 @@ def dropout_wd(out: Path, quick: bool) -> ExperimentResult:
             final = res.summary["final"]
             rows.append({
                 "dropout": dr, "weight_decay": wd,
-                "train_loss": round(_finite(final.get("train_loss")), 4),
-                "val_accuracy": round(_finite(final.get("val_accuracy")), 4),
-                "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+                "train_loss": round(finite(final.get("train_loss")), 4),
+                "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+                "test_accuracy": round(finite(final.get("test_accuracy")), 4),
                 "train_s": round(res.summary["train_time_s"], 2),
                 "wall_s": round(wall, 2),
             })

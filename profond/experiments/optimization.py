@@ -25,7 +25,6 @@ The test set is evaluated at the end of every run by :func:`~profond.train.train
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ import pandas as pd  # noqa: E402
 from ..config import SchedConfig, resolve  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult  # noqa: E402
+from . import ExperimentResult, finite, run_training  # noqa: E402
 
 #: exercise 2.4's learning-rate grid, and the reduced one of ``--quick``
 LR_GRID = [1e-4, 1e-3, 1e-2, 1e-1]
@@ -68,23 +67,10 @@ def _budget(quick: bool) -> dict[str, Any]:
 
 def _run(out: Path, name: str, quick: bool, overrides: list[str]) -> tuple[Any, float]:
     """One training run through the loop; returns (RunResult, wall seconds)."""
-    from ..train import train
-
     b = _budget(quick)
     widths = ",".join(str(w) for w in b["widths"])
-    cfg = resolve(overrides=[
-        "model.name=mlp", f"model.widths=[{widths}]", "data.batch_size=128",
-        f"train.epochs={b['epochs']}", "train.quiet=true", "train.device=cpu", "train.threads=2",
-        "train.seed=0", f"out={out / 'runs'}", f"name={name}", *b["data"], *overrides,
-    ])
-    t0 = time.perf_counter()
-    res = train(cfg)
-    return res, time.perf_counter() - t0
-
-
-def _finite(v: Any) -> float:
-    v = float(v) if v is not None else math.nan
-    return v if math.isfinite(v) else math.nan
+    return run_training(out, name, [f"model.widths=[{widths}]", f"train.epochs={b['epochs']}",
+                                    *b["data"], *overrides])
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -100,9 +86,9 @@ def optimizers(out: Path, quick: bool) -> ExperimentResult:
             histories[(opt_name, lr)] = res.history
             rows.append({
                 "optimizer": opt_name, "lr": lr,
-                "train_loss": round(_finite(final.get("train_loss")), 4),
-                "val_accuracy": round(_finite(final.get("val_accuracy")), 4),
-                "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+                "train_loss": round(finite(final.get("train_loss")), 4),
+                "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+                "test_accuracy": round(finite(final.get("test_accuracy")), 4),
                 "train_s": round(res.summary["train_time_s"], 2),
                 "wall_s": round(wall, 2),
             })
@@ -186,9 +172,9 @@ def schedules(out: Path, quick: bool) -> ExperimentResult:
         steps_per_epoch = res.history[-1]["step"] // epochs
         rows.append({
             "schedule": name,
-            "train_loss": round(_finite(final.get("train_loss")), 4),
-            "val_accuracy": round(_finite(final.get("val_accuracy")), 4),
-            "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+            "train_loss": round(finite(final.get("train_loss")), 4),
+            "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+            "test_accuracy": round(finite(final.get("test_accuracy")), 4),
             "final_lr": res.history[-1]["lr"],
             "train_s": round(res.summary["train_time_s"], 2),
             "wall_s": round(wall, 2),

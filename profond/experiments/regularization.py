@@ -28,7 +28,6 @@ with |w| < 1e-2; figure: accuracy bars and the first-layer weight histograms of 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +40,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ..config import resolve  # noqa: E402
 from ..registry import EXPERIMENTS, MODELS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult  # noqa: E402
+from . import ExperimentResult, finite, run_training  # noqa: E402
 
 QUICK_DATA = ["data.subset=2000", "data.val_size=500"]
 
@@ -78,20 +76,7 @@ NEAR_ZERO = 1e-2
 
 def _run(out: Path, name: str, overrides: list[str]) -> tuple[Any, float]:
     """One training run through the loop; returns (RunResult, wall seconds)."""
-    from ..train import train
-
-    cfg = resolve(overrides=[
-        "model.name=mlp", "data.batch_size=128", "train.quiet=true", "train.device=cpu",
-        "train.threads=2", "train.seed=0", f"out={out / 'runs'}", f"name={name}", *overrides,
-    ])
-    t0 = time.perf_counter()
-    res = train(cfg)
-    return res, time.perf_counter() - t0
-
-
-def _finite(v: Any) -> float:
-    v = float(v) if v is not None else math.nan
-    return v if math.isfinite(v) else math.nan
+    return run_training(out, name, overrides)
 
 
 def _widths_arg(widths: list[int]) -> str:
@@ -155,7 +140,7 @@ def activations(out: Path, quick: bool) -> ExperimentResult:
             "grad_first_init": g_init[0], "grad_last_init": g_init[-1],
             "ratio_first_last_init": g_init[0] / g_init[-1],
             "ratio_first_last_trained": g_trained[0] / g_trained[-1],
-            "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+            "test_accuracy": round(finite(final.get("test_accuracy")), 4),
             "wall_s": round(wall, 2),
         })
     table = pd.DataFrame(rows)
@@ -199,9 +184,9 @@ def normalization(out: Path, quick: bool) -> ExperimentResult:
         curves[norm] = [(r["epoch"], r.get("val_accuracy", math.nan)) for r in res.history]
         rows.append({
             "sweep": "norm", "norm": norm, "batch_size": 128, "epochs": epochs,
-            "val_acc_epoch1": round(_finite(res.history[0].get("val_accuracy")), 4),
-            "val_accuracy": round(_finite(final.get("val_accuracy")), 4),
-            "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+            "val_acc_epoch1": round(finite(res.history[0].get("val_accuracy")), 4),
+            "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+            "test_accuracy": round(finite(final.get("test_accuracy")), 4),
             "wall_s": round(wall, 2),
         })
     for bs in bs_list:
@@ -211,9 +196,9 @@ def normalization(out: Path, quick: bool) -> ExperimentResult:
         final = res.summary["final"]
         rows.append({
             "sweep": "batch_size", "norm": "batchnorm", "batch_size": bs, "epochs": bs_epochs,
-            "val_acc_epoch1": round(_finite(res.history[0].get("val_accuracy")), 4),
-            "val_accuracy": round(_finite(final.get("val_accuracy")), 4),
-            "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+            "val_acc_epoch1": round(finite(res.history[0].get("val_accuracy")), 4),
+            "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+            "test_accuracy": round(finite(final.get("test_accuracy")), 4),
             "wall_s": round(wall, 2),
         })
     table = pd.DataFrame(rows)
@@ -262,9 +247,9 @@ def regularizers(out: Path, quick: bool) -> ExperimentResult:
         rows.append({
             "regularizer": name, "overrides": " ".join(ov) or "-",
             "epochs_run": len(res.history),
-            "train_loss": round(_finite(final.get("train_loss")), 4),
-            "val_accuracy": round(_finite(final.get("val_accuracy")), 4),
-            "test_accuracy": round(_finite(final.get("test_accuracy")), 4),
+            "train_loss": round(finite(final.get("train_loss")), 4),
+            "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+            "test_accuracy": round(finite(final.get("test_accuracy")), 4),
             "near_zero_frac": round(float(np.mean(np.abs(w) < NEAR_ZERO)), 4),
             "mean_abs_w": round(float(np.mean(np.abs(w))), 5),
             "wall_s": round(wall, 2),
