@@ -24,6 +24,15 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny float64 problems: one intra-op thread avoids thread hand-off overhead (10x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_cfg(tmp_path: Path, *overrides: str):
     """A seconds-long classifier run on real small data (sklearn digits, 8x8)."""
     from profond.config import resolve

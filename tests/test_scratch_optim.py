@@ -11,14 +11,7 @@ from torch import nn
 
 from profond.scratch import optim as so
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 problems: one intra-op thread avoids thread hand-off overhead (10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problem(seed: int):

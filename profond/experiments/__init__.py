@@ -60,6 +60,18 @@ def finite(v: Any) -> float:
     return v if math.isfinite(v) else math.nan
 
 
+def run_row(res: Any, wall: float) -> dict[str, float]:
+    """The table columns every ablation reports for one run: final losses/accuracies and times."""
+    final = res.summary["final"]
+    return {
+        "train_loss": round(finite(final.get("train_loss")), 4),
+        "val_accuracy": round(finite(final.get("val_accuracy")), 4),
+        "test_accuracy": round(finite(final.get("test_accuracy")), 4),
+        "train_s": round(res.summary["train_time_s"], 2),
+        "wall_s": round(wall, 2),
+    }
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (no tabulate dependency)."""
 

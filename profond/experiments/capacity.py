@@ -43,7 +43,7 @@ import pandas as pd  # noqa: E402
 from ..registry import EXPERIMENTS, MODELS  # noqa: E402
 from ..train.io import atomic_write_text  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult, finite, run_training, to_markdown  # noqa: E402
+from . import ExperimentResult, run_row, run_training, to_markdown  # noqa: E402
 
 #: exercise 1.4's grid (1 to 6 layers, width 32 to 512), and the reduced one of ``--quick``
 DEPTHS = [1, 2, 3, 4, 5, 6]
@@ -117,14 +117,9 @@ def width_depth(out: Path, quick: bool) -> ExperimentResult:
         for width in widths:
             res, wall = _run(out, f"d{depth}-w{width}", quick,
                              [f"model.widths={_widths_arg([width] * depth)}"])
-            final = res.summary["final"]
             rows.append({
                 "depth": depth, "width": width, "params": param_count(depth, width),
-                "train_loss": round(finite(final.get("train_loss")), 4),
-                "val_accuracy": round(finite(final.get("val_accuracy")), 4),
-                "test_accuracy": round(finite(final.get("test_accuracy")), 4),
-                "train_s": round(res.summary["train_time_s"], 2),
-                "wall_s": round(wall, 2),
+                **run_row(res, wall),
             })
     table = pd.DataFrame(rows)
 
@@ -162,14 +157,9 @@ def dropout_wd(out: Path, quick: bool) -> ExperimentResult:
                 f"model.widths={_widths_arg(REG_WIDTHS)}", f"model.dropout={dr}",
                 "optim.name=adamw", f"optim.weight_decay={wd}",
             ])
-            final = res.summary["final"]
             rows.append({
                 "dropout": dr, "weight_decay": wd,
-                "train_loss": round(finite(final.get("train_loss")), 4),
-                "val_accuracy": round(finite(final.get("val_accuracy")), 4),
-                "test_accuracy": round(finite(final.get("test_accuracy")), 4),
-                "train_s": round(res.summary["train_time_s"], 2),
-                "wall_s": round(wall, 2),
+                **run_row(res, wall),
             })
     table = pd.DataFrame(rows)
 

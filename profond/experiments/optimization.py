@@ -38,7 +38,7 @@ import pandas as pd  # noqa: E402
 from ..config import SchedConfig, resolve  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult, finite, run_training  # noqa: E402
+from . import ExperimentResult, run_row, run_training  # noqa: E402
 
 #: exercise 2.4's learning-rate grid, and the reduced one of ``--quick``
 LR_GRID = [1e-4, 1e-3, 1e-2, 1e-1]
@@ -82,15 +82,10 @@ def optimizers(out: Path, quick: bool) -> ExperimentResult:
         for lr in grid:
             run_name = f"{opt_name.lower().replace('+', '-')}-lr{lr:g}"
             res, wall = _run(out, run_name, quick, [*opt_overrides, f"optim.lr={lr}"])
-            final = res.summary["final"]
             histories[(opt_name, lr)] = res.history
             rows.append({
                 "optimizer": opt_name, "lr": lr,
-                "train_loss": round(finite(final.get("train_loss")), 4),
-                "val_accuracy": round(finite(final.get("val_accuracy")), 4),
-                "test_accuracy": round(finite(final.get("test_accuracy")), 4),
-                "train_s": round(res.summary["train_time_s"], 2),
-                "wall_s": round(wall, 2),
+                **run_row(res, wall),
             })
     table = pd.DataFrame(rows)
 
@@ -168,16 +163,11 @@ def schedules(out: Path, quick: bool) -> ExperimentResult:
     epochs = _budget(quick)["epochs"]
     for name in SCHEDULE_NAMES:
         res, wall = _run(out, f"sched-{name}", quick, [*SCHEDULE_OPTIM, *schedule_overrides(name, quick)])
-        final = res.summary["final"]
         steps_per_epoch = res.history[-1]["step"] // epochs
         rows.append({
             "schedule": name,
-            "train_loss": round(finite(final.get("train_loss")), 4),
-            "val_accuracy": round(finite(final.get("val_accuracy")), 4),
-            "test_accuracy": round(finite(final.get("test_accuracy")), 4),
+            **run_row(res, wall),
             "final_lr": res.history[-1]["lr"],
-            "train_s": round(res.summary["train_time_s"], 2),
-            "wall_s": round(wall, 2),
         })
     table = pd.DataFrame(rows)
 
