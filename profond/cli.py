@@ -96,6 +96,7 @@ def train(
             if value is not None and key not in ("out", "name"):
                 C.set_key(cfg, key, value)
         C.apply_overrides(cfg, overrides)
+        C.resolve_method(cfg)
         C.validate(cfg)
         _exit_status(run_train(cfg, run_dir=resume, resume=True))
         return

@@ -49,7 +49,8 @@ class ModelConfig:
 class MethodConfig:
     """What the family does with the model: its losses and training step."""
 
-    name: str = "classifier"
+    #: ``auto``: the model's default method (``classifier`` for classifiers, ``vae`` for ``vae``, ...)
+    name: str = "auto"
     #: keyword arguments of the method builder (``METHODS``), e.g. ``label_smoothing``
     args: dict[str, Any] = field(default_factory=dict)
 
@@ -375,7 +376,22 @@ def resolve(
         if value is not None:
             set_key(cfg, key, value)
     apply_overrides(cfg, overrides or [])
+    resolve_method(cfg)
     validate(cfg)
+    return cfg
+
+
+def resolve_method(cfg: RunConfig) -> RunConfig:
+    """Replace ``method.name: auto`` by the model's default method (registered as a
+    ``method:NAME`` tag of the model; ``classifier`` when the model declares none)."""
+    if cfg.method.name == "auto":
+        from .registry import MODELS
+
+        cfg.method.name = "classifier"
+        if cfg.model.name in MODELS:
+            for tag in MODELS.entry(cfg.model.name).tags:
+                if tag.startswith("method:"):
+                    cfg.method.name = tag.split(":", 1)[1]
     return cfg
 
 

@@ -69,6 +69,10 @@ class Registry:
         load_all()
         return name in self._entries
 
+    def entry(self, name: str) -> Entry:
+        self.get(name)
+        return self._entries[name]
+
     def get(self, name: str) -> Callable[..., Any]:
         load_all()
         if name not in self._entries:
@@ -118,6 +122,11 @@ _MODULES = [
     "profond.models.mlp",
     "profond.models.cnn",
     "profond.methods.classification",
+    "profond.models.ae",
+    "profond.models.vqvae",
+    "profond.methods.autoencoder",
+    "profond.methods.vae",
+    "profond.methods.vqvae",
     "profond.experiments",
 ]
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import RunConfig
+from ..config import RunConfig, resolve_method
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..methods.base import Env, Method
 from ..registry import METHODS
@@ -151,6 +151,7 @@ class Trainer:
         self.console = Console_(quiet=tc.quiet, enabled=self.env.is_main)
 
         seed_everything(tc.seed)
+        resolve_method(cfg)
         self.method: Method = METHODS.get(cfg.method.name)(cfg, self.env)
         if self.method.train_data is None:
             raise ConfigError(f"method {cfg.method.name!r} built no training data.")
@@ -616,6 +617,7 @@ class _EvalTrainer(Trainer):
         self.run_dir = run_dir
         self.console = Console_(quiet=True)
         seed_everything(cfg.train.seed)
+        resolve_method(cfg)
         cls = METHODS.get(cfg.method.name)
         try:
             self.method = cls(cfg, self.env, with_data=False)
