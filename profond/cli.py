@@ -1,4 +1,4 @@
-"""The ``profond`` command line: train, eval, list, experiment.
+"""The ``profond`` command line: train, eval, sample, latent, list, experiment.
 
 Every user error (unknown name, bad override, missing data) prints one line naming the
 problem and the fix, and exits with code 2, without a traceback.
@@ -23,7 +23,8 @@ app = typer.Typer(
     name="profond",
     help="profond: the deep-learning course, runnable. Train, evaluate and reproduce every "
     "experiment offline.\n\nExamples:\n\n  profond train mlp --epochs 5\n\n  profond train --recipe "
-    "fmnist-cnn-fast\n\n  profond eval runs/mlp-fashion-mnist-... --json\n\n  profond list models",
+    "fmnist-cnn-fast\n\n  profond eval runs/mlp-fashion-mnist-... --json\n\n  profond sample runs/vae-... --n 64"
+    "\n\n  profond list models",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -117,8 +118,38 @@ def _exit_status(result: Any) -> None:
         raise typer.Exit(130)
 
 
+FEATURES = ("fmnist", "inception")
+
+
+def _check_checkpoint(checkpoint: str) -> None:
+    if checkpoint not in ("last", "best"):
+        raise ProfondError(f"--checkpoint {checkpoint!r}: use last or best.")
+
+
+def _set_data_dir(data_dir: str | None) -> None:
+    if data_dir:
+        import os
+
+        os.environ["PROFOND_DATA"] = data_dir
+
+
+def _jsonable(v: Any) -> Any:
+    """Plain JSON values from tensors / numpy scalars and arrays nested in dicts and lists."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "tolist"):  # torch.Tensor, numpy array or scalar
+        return _jsonable(v.tolist())
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
 @app.command("eval", epilog="Examples:\n\n  profond eval runs/mlp-fashion-mnist-20261122-101500\n\n"
-             "  profond eval RUN_DIR --json --checkpoint best")
+             "  profond eval RUN_DIR --json --checkpoint best\n\n"
+             "  profond eval runs/vae-fashion-mnist-20261122-101500 --n 10000 --features fmnist\n\n"
+             "  profond eval runs/ae-one-class --json   (anomaly run: ROC-AUC and roc.png)")
 @user_errors
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run folder made by `profond train`."),
@@ -126,18 +157,40 @@ def eval_(
     checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     data_dir: str = typer.Option(None, "--data-dir", help="Root holding one folder per dataset."),
+    n: int = typer.Option(10000, "--n", help="Generative runs: samples drawn for FID/KID/IS/precision-recall "
+                          "(0: likelihood metrics only)."),
+    features: str = typer.Option("fmnist", "--features", help="Generative runs: feature network of the "
+                                 "sample metrics, fmnist (offline, 28x28 grayscale) or inception."),
+    seed: int = typer.Option(0, "--seed", help="Generative runs: seed of the samples."),
+    batch_size: int = typer.Option(500, "--batch-size", help="Generative runs: sampling / feature batch size."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for eval.json and figures (default: the run folder)."),
 ) -> None:
-    """Evaluate a trained run on its test set: accuracy, loss, per-class accuracy and confusion-matrix PNG."""
+    """Evaluate a trained run on its test set and write eval.json.
+
+    Classifiers: accuracy, loss, per-class accuracy and a confusion-matrix PNG. Generative runs
+    (AE, VAE, VQ-VAE, ...): the method's test metrics (reconstruction, KL, ELBO, ...) and, when
+    the model can sample, FID, KID, Inception Score, precision/recall and the class histogram of
+    --n samples against the test images; anomaly runs also write roc.png.
+    """
     from .train.loop import load_run
     from .viz.curves import plot_confusion
 
-    if checkpoint not in ("last", "best"):
-        raise ProfondError(f"--checkpoint {checkpoint!r}: use last or best.")
-    if data_dir:
-        import os
-
-        os.environ["PROFOND_DATA"] = data_dir
+    _check_checkpoint(checkpoint)
+    if features not in FEATURES:
+        raise ProfondError(f"--features {features!r}: use one of {', '.join(FEATURES)}.")
+    if n < 0 or batch_size < 1:
+        raise ProfondError("--n must be >= 0 and --batch-size >= 1.")
+    _set_data_dir(data_dir)
     method, trainer = load_run(run_dir, checkpoint=checkpoint, device=device)
+    folder = Path(out_dir) if out_dir else Path(run_dir)
+    from .methods.generative import GenerativeMethod
+
+    if isinstance(method, GenerativeMethod):
+        metrics = _eval_generative(method, trainer, run_dir, folder, n=n, features=features, seed=seed,
+                                   batch_size=batch_size, device=str(trainer.env.device),
+                                   show_progress=not as_json and err.is_terminal)
+        _report_eval(run_dir, folder, metrics, as_json)
+        return
     test = method.test_data()
     if test is None:
         raise ProfondError(f"method {trainer.cfg.method.name!r} has no test set to evaluate.")
@@ -145,12 +198,12 @@ def eval_(
     metrics["checkpoint"] = str(trainer.checkpoint_path)
     classes = getattr(method, "classes", None)
     if "confusion_matrix" in metrics and classes:
-        png = plot_confusion(metrics["confusion_matrix"], classes, Path(run_dir) / "confusion.png",
+        png = plot_confusion(metrics["confusion_matrix"], classes, folder / "confusion.png",
                              title=f"{run_dir.name}: test accuracy {metrics['accuracy']:.4f}")
         metrics["confusion_png"] = str(png)
     from .train.io import atomic_write_json
 
-    atomic_write_json(Path(run_dir) / "eval.json", metrics)
+    atomic_write_json(folder / "eval.json", metrics)
     if as_json:
         sys.stdout.write(json.dumps(metrics) + "\n")
         return
@@ -165,6 +218,268 @@ def eval_(
     out.print(t)
     if "confusion_png" in metrics:
         out.print(f"confusion matrix: {metrics['confusion_png']}")
+
+
+def _draw_samples(method: Any, n: int, *, seed: int, batch_size: int, show_progress: bool,
+                  labels: Any = None) -> Any:
+    """``n`` samples in batches (seed ``seed`` for the first batch, a distinct one per batch), with
+    a progress bar on stderr."""
+    import torch
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    chunks = []
+    with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True, disable=not show_progress) as bar:
+        task = bar.add_task("sampling", total=n)
+        for k, i in enumerate(range(0, n, batch_size)):
+            b = min(batch_size, n - i)
+            lab = None if labels is None else labels[i: i + b]
+            chunks.append(method.sample(b, seed=seed if k == 0 else seed * 1_000_003 + k, labels=lab).cpu())
+            bar.advance(task, b)
+    return torch.cat(chunks)
+
+
+def _roc_curve(metrics: dict[str, Any]) -> tuple[Any, Any] | None:
+    """(fpr, tpr) of an anomaly method's ``evaluate(detailed=True)`` (``roc_fpr`` / ``roc_tpr``)."""
+    if "roc_fpr" in metrics and "roc_tpr" in metrics:
+        return metrics["roc_fpr"], metrics["roc_tpr"]
+    return None
+
+
+def _eval_generative(method: Any, trainer: Any, run_dir: Path, folder: Path, *, n: int, features: str,
+                     seed: int, batch_size: int, device: str, show_progress: bool) -> dict[str, Any]:
+    if n and method.can_sample:  # a missing feature net fails now, not after the long evaluation
+        from .metrics.generative import load_feature_net
+
+        load_feature_net(features, device=device)
+    metrics: dict[str, Any] = dict(trainer.evaluate(method.test_data(), detailed=True))
+    metrics["checkpoint"] = str(trainer.checkpoint_path)
+    metrics["method"] = trainer.cfg.method.name
+    roc = _roc_curve(metrics)
+    if roc is not None and "roc_auc" in metrics:
+        from .viz.images import save_roc
+
+        normal = getattr(getattr(method, "opts", None), "normal_class", None)
+        if normal is not None and 0 <= normal < len(method.classes):
+            normal = f"{normal} ({method.classes[normal]})"
+        name = f"normal class {normal}" if normal is not None else "reconstruction error"
+        metrics["roc_png"] = str(save_roc({name: (roc[0], roc[1], metrics["roc_auc"])}, folder / "roc.png",
+                                          title=f"{run_dir.name}: anomaly ROC"))
+    if n and method.can_sample:
+        from .metrics.generative import evaluate_samples
+
+        fake = _draw_samples(method, n, seed=seed, batch_size=batch_size, show_progress=show_progress)
+        real, _ = method.test_images()
+        scores = evaluate_samples(fake, real, features=features, device=device, batch_size=batch_size,
+                                  progress=show_progress)
+        for k, v in scores.items():  # a method's own metric of the same name keeps its key
+            metrics[f"sample_{k}" if k in metrics else k] = v
+        metrics["sample_seed"] = seed
+    elif n:
+        metrics["sample_metrics"] = f"skipped: method {trainer.cfg.method.name!r} cannot sample"
+    return _jsonable(metrics)
+
+
+def _report_eval(run_dir: Path, folder: Path, metrics: dict[str, Any], as_json: bool) -> None:
+    """Write eval.json; print one JSON object or a table of the scalar metrics."""
+    from .train.io import atomic_write_json
+
+    path = folder / "eval.json"
+    atomic_write_json(path, metrics)
+    if as_json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+        return
+    t = Table(title=f"{run_dir}  ({Path(metrics['checkpoint']).name})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        if k in ("checkpoint", "roc_png") or isinstance(v, (dict, list)):
+            continue  # big dicts / lists (kl_per_dim, ROC points, class histogram) go to eval.json only
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    out.print(t)
+    if isinstance(metrics.get("class_histogram"), dict):
+        out.print("class histogram of the samples: see eval.json")
+    if "roc_png" in metrics:
+        out.print(f"roc: {metrics['roc_png']}", highlight=False, soft_wrap=True)
+    out.print(f"eval.json: {path}", highlight=False, soft_wrap=True)
+
+
+def _load_generative(run_dir: Path, checkpoint: str, device: str, data_dir: str | None, command: str) -> tuple[Any, Any]:
+    from .methods.generative import GenerativeMethod
+    from .train.loop import load_run
+
+    _check_checkpoint(checkpoint)
+    _set_data_dir(data_dir)
+    method, trainer = load_run(run_dir, checkpoint=checkpoint, device=device)
+    if not isinstance(method, GenerativeMethod):
+        raise ProfondError(f"run {str(run_dir)!r} is a {trainer.cfg.method.name!r} run, not a generative model; "
+                           f"`profond {command}` needs an AE, VAE, VQ-VAE, GAN or diffusion run.")
+    return method, trainer
+
+
+def _pick(n_total: int, k: int, seed: int) -> Any:
+    import torch
+
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n_total, generator=g)[:k]
+
+
+@app.command(epilog="Examples:\n\n  profond sample runs/vae-fashion-mnist-20261122-101500\n\n"
+             "  profond sample RUN_DIR --n 100 --seed 3 --out figs/\n\n"
+             "  profond sample RUN_DIR --recon   (also reconstructions.png; the only output for an AE)")
+@user_errors
+def sample(
+    run_dir: Path = typer.Argument(..., help="A run folder of a generative model (`profond train vae ...`)."),
+    n: int = typer.Option(64, "--n", "-n", help="Number of samples."),
+    nrow: int = typer.Option(None, "--nrow", help="Images per row (default ≈ sqrt(n))."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, same images)."),
+    label: int = typer.Option(None, "--label", help="Class index for class-conditional models (ignored otherwise)."),
+    recon: bool = typer.Option(False, "--recon", help="Also write reconstructions.png: test images (odd rows) "
+                               "above their reconstructions (even rows)."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Root holding one folder per dataset."),
+) -> None:
+    """Draw new images from a generative run: writes samples.png (a grid, nrow ≈ sqrt(n))."""
+    import math
+
+    import torch
+
+    from .viz.images import save_grid
+
+    if n < 1:
+        raise ProfondError(f"--n {n}: draw at least one sample.")
+    method, trainer = _load_generative(run_dir, checkpoint, device, data_dir, "sample")
+    folder = Path(out_dir) if out_dir else Path(run_dir)
+    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    written = []
+    if method.can_sample:
+        labels = None
+        if label is not None:
+            if not 0 <= label < len(method.classes):
+                raise ProfondError(f"--label {label}: use a class index in 0..{len(method.classes) - 1}.")
+            labels = torch.full((n,), label, dtype=torch.long)
+        x = _draw_samples(method, n, seed=seed, batch_size=1000, show_progress=n > 1000 and err.is_terminal,
+                          labels=labels)
+        written.append(save_grid(x, folder / "samples.png", nrow=cols))
+    elif not recon:
+        try:
+            method.sample(n, seed=seed)
+        except ProfondError as e:
+            raise ProfondError(f"{e} (`profond sample RUN --recon` writes reconstructions instead)") from None
+        raise ProfondError(f"method {trainer.cfg.method.name!r} cannot sample new images.")
+    if recon:
+        x, _ = method.test_images()
+        k = min(cols, len(x))
+        rows = max(1, math.ceil(n / cols) // 2)  # as many image/reconstruction row pairs as fit n
+        idx = _pick(len(x), min(k * rows, len(x)), seed)
+        xs = x[idx]
+        rec = method.reconstruct(xs).cpu()
+        pairs = [t for r in range(0, len(xs), k) for t in (xs[r: r + k], rec[r: r + k])]
+        written.append(save_grid(torch.cat(pairs), folder / "reconstructions.png", nrow=k))
+        if not method.can_sample:
+            err.print(f"note: method {trainer.cfg.method.name!r} has no prior to sample; wrote reconstructions only.")
+    for p in written:
+        out.print(str(p), highlight=False, soft_wrap=True)
+
+
+@app.command(epilog="Examples:\n\n  profond latent runs/vae-fashion-mnist-20261122-101500\n\n"
+             "  profond latent RUN_DIR --a 0 --b 7 --steps 12 --dims 8 --range 2.5 --out figs/\n\n"
+             "  profond latent runs/vqvae-... --codes   (VQ-VAE: export the code indices as safetensors)")
+@user_errors
+def latent(
+    run_dir: Path = typer.Argument(..., help="A run folder of a model with a latent space (AE, VAE, ...)."),
+    a: int = typer.Option(0, "--a", help="Test image index: start of the interpolation and centre of the traversal."),
+    b: int = typer.Option(1, "--b", help="Test image index: end of the interpolation."),
+    steps: int = typer.Option(10, "--steps", help="Images along the interpolation and values per traversal row."),
+    dims: int = typer.Option(8, "--dims", help="Latent dimensions in the traversal (the most active ones)."),
+    range_: float = typer.Option(3.0, "--range", help="Traversal values in [-range, range] (prior std units for a "
+                                 "VAE, the dimension's std for an AE) around the centre."),
+    center: str = typer.Option("image", "--center", help="Traversal centre: image (the code of test image --a) or zero."),
+    points: int = typer.Option(5000, "--points", help="Test images in the latent scatter."),
+    codes: bool = typer.Option(False, "--codes", help="VQ-VAE: export the code indices of a split (safetensors) instead."),
+    split: str = typer.Option("test", "--split", help="With --codes: test or train."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seed (which test images the scatter shows when --points < test set)."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Root holding one folder per dataset."),
+) -> None:
+    """Explore a latent space: writes interpolation.png (linear path between the codes of test images
+    --a and --b), traversal.png (one latent dimension at a time) and latent_scatter.png (test posterior
+    means by class; PCA when the latent has more than 2 dimensions)."""
+    import sys as _sys
+
+    import numpy as np
+    import torch
+
+    from .methods.generative import batched
+    from .viz.images import save_latent_scatter, save_strip, save_traversal
+
+    method, trainer = _load_generative(run_dir, checkpoint, device, data_dir, "latent")
+    folder = Path(out_dir) if out_dir else Path(run_dir)
+    name = trainer.cfg.method.name
+    export = getattr(_sys.modules.get(type(method).__module__), "export_codes", None)
+    if codes:
+        if export is None:
+            raise ProfondError(f"method {name!r} has no discrete codes to export; drop --codes.")
+        if split not in ("test", "train"):
+            raise ProfondError(f"--split {split!r}: use test or train.")
+        path = export(method, folder / f"codes-{split}.safetensors", split=split, run=str(run_dir))
+        out.print(str(path), highlight=False, soft_wrap=True)
+        return
+    if not method.has_latent:
+        hint = " it has discrete codes: use `profond latent RUN --codes`." if export else ""
+        raise ProfondError(f"method {name!r} has no vector latent space to explore;{hint or ' use an AE or VAE run.'}")
+    if steps < 2 or dims < 1 or range_ <= 0 or points < 2:
+        raise ProfondError("--steps must be >= 2, --dims >= 1, --range > 0 and --points >= 2.")
+    if center not in ("image", "zero"):
+        raise ProfondError(f"--center {center!r}: use image or zero.")
+    x, y = method.test_images()
+    for flag, i in (("--a", a), ("--b", b)):
+        if not 0 <= i < len(x):
+            raise ProfondError(f"{flag} {i}: use a test image index in 0..{len(x) - 1}.")
+    cls = method.classes
+    written = []
+    # interpolation: original a, decoded path, original b
+    za, zb = method.encode(x[[a, b]]).cpu().float()
+    t = torch.linspace(0, 1, steps).unsqueeze(1)
+    path_imgs = method.decode((1 - t) * za + t * zb).cpu()
+    strip = torch.cat([x[a: a + 1], path_imgs, x[b: b + 1]])
+    written.append(save_strip(strip, folder / "interpolation.png",
+                              title=f"test #{a} ({cls[int(y[a])]}) -> #{b} ({cls[int(y[b])]}): "
+                                    f"{steps} linear steps in latent space"))
+    # codes of the scatter set: posterior means; their per-dim variance ranks the traversal dims
+    idx = torch.arange(len(x)) if points >= len(x) else _pick(len(x), points, seed).sort().values
+    z = batched(lambda v: method.encode(v).cpu().float(), x[idx], 1000)
+    var = z.var(0) if len(z) > 1 else torch.ones(z.shape[1])
+    k = min(dims, z.shape[1])
+    top = torch.argsort(var, descending=True)[:k]
+    base = za.clone() if center == "image" else torch.zeros_like(za)
+    vals = torch.linspace(-range_, range_, steps)
+    scale = torch.ones_like(var) if method.can_sample else var.sqrt()  # prior units for a VAE
+    rows = []
+    for d in top.tolist():
+        zs = base.repeat(steps, 1)
+        zs[:, d] = base[d] + vals * scale[d]
+        rows.append(method.decode(zs).cpu())
+    centre = f"the code of test #{a}" if center == "image" else "z = 0"
+    written.append(save_traversal(torch.stack(rows), folder / "traversal.png",
+                                  row_labels=[f"z{d} (var {var[d]:.2f})" for d in top.tolist()],
+                                  values=vals.tolist(),
+                                  title=f"{run_dir.name}: traversal around {centre}, {k} most active of "
+                                        f"{z.shape[1]} dims" + ("" if method.can_sample else ", values x each dim's std")))
+    written.append(save_latent_scatter(z.numpy(), np.asarray(y[idx]), cls, folder / "latent_scatter.png",
+                                       title=f"{run_dir.name} ({len(z)} test means)"))
+    for p in written:
+        out.print(str(p), highlight=False, soft_wrap=True)
 
 
 LIST_KINDS = ("models", "datasets", "recipes", "experiments", "methods")

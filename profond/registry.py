@@ -123,6 +123,7 @@ _MODULES = [
     "profond.models.cnn",
     "profond.methods.classification",
     "profond.models.ae",
+    "profond.metrics.features",
     "profond.models.vqvae",
     "profond.methods.autoencoder",
     "profond.methods.vae",

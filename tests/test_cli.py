@@ -14,7 +14,7 @@ from profond.cli import app
 from tests.conftest import needs_fmnist
 
 runner = CliRunner()
-COMMANDS = ["train", "eval", "list", "experiment"]
+COMMANDS = ["train", "eval", "list", "experiment", "sample", "latent"]
 
 
 def invoke(*args: str):
