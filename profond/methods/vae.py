@@ -212,17 +212,22 @@ class VAEOptions:
     #: samples of the IWAE log-likelihood estimate in evaluate(detailed=True)
     iwae_eval_k: int = 100
     #: images of that estimate (the first n; None = all)
-    iwae_eval_n: int | None = None
+    iwae_eval_n: int | None = 2000
     #: seed of all evaluation randomness (ε, binarization)
     eval_seed: int = 0
 
 
 class GlobalSigma(nn.Module):
-    """One learned ``log σ`` shared by every pixel of the Gaussian decoder."""
+    """One learned ``log σ`` shared by every pixel of the Gaussian decoder.
+
+    Its ``forward`` is the log-likelihood, so that a DDP wrapper sees the parameter used."""
 
     def __init__(self, sigma: float):
         super().__init__()
         self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
+
+    def forward(self, mean: Tensor, x: Tensor) -> Tensor:
+        return gaussian_log_lik(mean, x, self.log_sigma)
 
 
 @METHODS.register("vae", help="VAE: ELBO / β-VAE / KL annealing / free bits / IWAE (ch. 9)")
@@ -299,7 +304,10 @@ class VAEMethod(GenerativeMethod):
         """``log p(x|z)`` per image (nats) from the decoder output ``out`` (logits)."""
         if self.opts.likelihood == "bernoulli":
             return bernoulli_log_lik(out, x)
-        return gaussian_log_lik(torch.sigmoid(out.float()), x, self.log_sigma())
+        mean = torch.sigmoid(out.float())
+        if "likelihood" in self.nets:  # learned σ: through the (possibly DDP-wrapped) net
+            return self.nets["likelihood"](mean, x)
+        return gaussian_log_lik(mean, x, math.log(self.opts.sigma))
 
     def binarize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``x ~ Bernoulli(x)`` when ``binarize: dynamic`` (global RNG unless ``generator``)."""
