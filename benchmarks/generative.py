@@ -79,7 +79,7 @@ def bench_vae(out: Path, epochs: int, iwae_k: int, iwae_n: int, n_samples: int) 
         with Timer() as t_fid:
             gen = evaluate_samples(samples, real, features="fmnist", progress=False)
         row = {
-            "model": label, "params": sum(res.summary["params"].values()) if isinstance(res.summary.get("params"), dict) else res.summary.get("params"),
+            "model": label, "params": res.summary["parameters"]["model"]["total"],
             "epochs": epochs, "train_s": round(res.summary["train_time_s"], 1), "wall_s": round(wall, 1),
             "test_elbo": round(final["test_elbo"], 2), "test_recon": round(final["test_recon"], 2),
             "test_kl": round(final["test_kl"], 2), "test_active_units": final.get("test_active_units"),
