@@ -44,6 +44,16 @@ def tiny_cfg(tmp_path: Path, *overrides: str):
     ])
 
 
+def digits_cfg(out: Path, *overrides: str):
+    """A seconds-long run of any family on sklearn digits (8x8); name the model in overrides."""
+    from profond.config import resolve
+
+    return resolve(overrides=[
+        "data.name=digits", "data.val_size=200", "train.epochs=5", "train.quiet=true",
+        f"out={out}", "name=run", "train.device=cpu", *overrides,
+    ])
+
+
 def run_quick_experiment(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run ``profond experiment NAME --quick`` once for a module-scoped fixture."""
     from profond.experiments import run_experiment

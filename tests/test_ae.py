@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from profond.config import resolve
 from profond.errors import ConfigError, ProfondError
 from profond.methods.autoencoder import (
     anomaly_scores,
@@ -21,17 +20,15 @@ from profond.methods.autoencoder import (
 )
 from profond.registry import MODELS
 from profond.train import load_run, train
+from tests.conftest import digits_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is ~5x faster here
 
 
 def ae_cfg(out: Path, *overrides: str):
     """A seconds-long autoencoder run on sklearn digits (8x8)."""
-    return resolve(overrides=[
-        "model.name=ae", "model.hidden=[64]", "model.latent_dim=8", "data.name=digits",
-        "data.val_size=200", "data.batch_size=32", "optim.lr=0.003", "train.epochs=5",
-        "train.quiet=true", f"out={out}", "name=run", "train.device=cpu", *overrides,
-    ])
+    return digits_cfg(out, "model.name=ae", "model.hidden=[64]", "model.latent_dim=8",
+                      "data.batch_size=32", "optim.lr=0.003", *overrides)
 
 
 # ----------------------------------------------------------------------------------------

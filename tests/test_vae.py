@@ -27,17 +27,15 @@ from profond.methods.vae import (
 )
 from profond.registry import METHODS, MODELS
 from profond.train import load_run, train
+from tests.conftest import digits_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is ~5x faster here
 
 
 def vae_cfg(out: Path, *overrides: str):
     """A seconds-long VAE run on sklearn digits (8x8)."""
-    return resolve(overrides=[
-        "model.name=vae", "model.hidden=[128]", "model.latent_dim=8", "data.name=digits",
-        "data.val_size=200", "data.batch_size=64", "optim.lr=0.005", "train.epochs=5",
-        "train.quiet=true", f"out={out}", "name=run", "train.device=cpu", *overrides,
-    ])
+    return digits_cfg(out, "model.name=vae", "model.hidden=[128]", "model.latent_dim=8",
+                      "data.batch_size=64", "optim.lr=0.005", *overrides)
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -40,8 +40,6 @@ An autoencoder has no prior, so it cannot sample (``can_sample = False``); ``enc
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +51,7 @@ from ..config import RunConfig
 from ..data import Batches, train_val_split
 from ..errors import ConfigError
 from ..models.ae import AutoEncoder, MLPEncoder
-from ..registry import METHODS, MODELS
+from ..registry import METHODS
 from .base import Env
 from .generative import PIXELS, GenerativeMethod, batched
 
@@ -144,8 +142,7 @@ class AutoencoderMethod(GenerativeMethod):
         self._checked = False
         super().__init__(cfg, env, with_data=with_data)
         self.check_options()
-        model = MODELS.build(cfg.model.name, in_shape=self.image_shape, num_classes=len(self.classes),
-                             **cfg.model.args)
+        model = self.build_model()
         if not isinstance(model, AutoEncoder):
             raise ConfigError(f"method 'autoencoder' needs an autoencoder model; model {cfg.model.name!r} "
                               "is not one: use model.name=ae (or method.name=vae for a VAE).")
@@ -213,12 +210,10 @@ class AutoencoderMethod(GenerativeMethod):
         return train, val
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _model(self) -> AutoEncoder:
-        return self.raw_nets.get("model", self.nets["model"])  # type: ignore[return-value]
 
     def to_image(self, out: Tensor) -> Tensor:
         """Decoder output -> [0, 1] image: sigmoid of logits (identity, clipped, for a linear AE)."""
-        if self._model().out_activation == "identity":
+        if self.unwrapped().out_activation == "identity":
             return out.float().clamp(0.0, 1.0)
         return torch.sigmoid(out.float())
 
@@ -226,7 +221,7 @@ class AutoencoderMethod(GenerativeMethod):
         """Per-image reconstruction loss (sum over pixels): the training loss and the anomaly score."""
         if self.opts.loss == "bce":
             return F.binary_cross_entropy_with_logits(out.float(), x, reduction="none").flatten(1).sum(1)
-        pred = out.float() if self._model().out_activation == "identity" else torch.sigmoid(out.float())
+        pred = out.float() if self.unwrapped().out_activation == "identity" else torch.sigmoid(out.float())
         return (pred - x).pow(2).flatten(1).sum(1)
 
     # -- training -------------------------------------------------------------------------------
@@ -249,7 +244,7 @@ class AutoencoderMethod(GenerativeMethod):
             loss = loss + o.kl_sparsity * pen
             metrics["kl_sparsity"] = pen.detach()
         if o.contractive:
-            pen = jacobian_frobenius(self._model(), xin, code).mean()
+            pen = jacobian_frobenius(self.unwrapped(), xin, code).mean()
             loss = loss + o.contractive * pen
             metrics["jacobian_fro2"] = pen.detach()
         ctx.optimize(loss)
@@ -260,7 +255,7 @@ class AutoencoderMethod(GenerativeMethod):
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def _scores_labels(self, batches: Any) -> tuple[Tensor, Tensor]:
-        model = self._model()
+        model = self.unwrapped()
         scores, labels = [], []
         for x, y in batches.batches(0):
             out, _ = model(x)
@@ -280,7 +275,7 @@ class AutoencoderMethod(GenerativeMethod):
 
     @torch.no_grad()
     def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
-        o, model = self.opts, self._model()
+        o, model = self.opts, self.unwrapped()
         g = self.generator(o.eval_seed)
         loss_sum = sq_sum = psnr_sum = psnr_noisy_sum = code_sum = 0.0
         n, pixels = 0, 0
@@ -340,31 +335,22 @@ class AutoencoderMethod(GenerativeMethod):
         return {**super().describe(), "loss": o.loss, "noise": o.noise, "normal_class": o.normal_class}
 
     # -- generative hooks ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _eval_mode(self) -> Iterator[AutoEncoder]:
-        model = self._model()
-        was = model.training
-        model.eval()
-        try:
-            yield model
-        finally:
-            model.train(was)
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """Codes ``f_φ(x)`` of clean [0, 1] images."""
-        with self._eval_mode() as model:
+        with self.eval_mode() as model:
             return batched(lambda xx: model.encode(xx).float(), self.to_device(x)).cpu()
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        with self._eval_mode() as model:
+        with self.eval_mode() as model:
             return batched(lambda zz: self.to_image(model.decode(zz)), self.to_device(z)).cpu()
 
     @torch.no_grad()
     def anomaly_scores(self, x: Tensor) -> Tensor:
         """Per-image reconstruction error of clean [0, 1] images (CPU): the anomaly score."""
-        with self._eval_mode() as model:
+        with self.eval_mode() as model:
             return batched(lambda xx: self.recon_error(model(xx)[0], xx), self.to_device(x)).cpu()
 
 

@@ -13,10 +13,12 @@ CPU (the method moves them to its device). Inside, a family is free to work on a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import RunConfig
 from ..data import Batches, load_dataset, train_val_split
@@ -52,6 +54,29 @@ class GenerativeMethod(Method):
         self.image_shape: tuple[int, int, int] = tuple(self.data.shape)  # type: ignore[assignment]
         if with_data:
             self.train_data, self.val_data = self.build_loaders()
+
+    # -- the model ----------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """``cfg.model`` built for this data's image shape (and class count, for conditional nets)."""
+        from ..registry import MODELS
+
+        return MODELS.build(self.cfg.model.name, in_shape=self.image_shape,
+                            num_classes=len(self.classes), **self.cfg.model.args)
+
+    def unwrapped(self, name: str = "model") -> nn.Module:
+        """Net ``name`` without its DDP / compile wrapper (``raw_nets`` once the loop placed it)."""
+        return self.raw_nets.get(name, self.nets[name])
+
+    @contextmanager
+    def eval_mode(self, name: str = "model") -> Iterator[nn.Module]:
+        """The unwrapped net in eval mode for the block, restoring its train/eval state after."""
+        model = self.unwrapped(name)
+        was = model.training
+        model.eval()
+        try:
+            yield model
+        finally:
+            model.train(was)
 
     # -- data ---------------------------------------------------------------------------
     def build_loaders(self, x: Tensor | None = None, y: Tensor | None = None) -> tuple[Batches, Batches | None]:

@@ -47,9 +47,8 @@ from a generator seeded with ``eval_seed``: the numbers are deterministic.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +59,7 @@ from torch import Tensor, nn
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..models.ae import AutoEncoder
-from ..registry import METHODS, MODELS
+from ..registry import METHODS
 from .base import Env
 from .generative import GenerativeMethod, batched
 
@@ -239,8 +238,7 @@ class VAEMethod(GenerativeMethod):
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env, with_data=with_data)
         self.check_options(self.opts)
-        model = MODELS.build(cfg.model.name, in_shape=self.image_shape, num_classes=len(self.classes),
-                             **cfg.model.args)
+        model = self.build_model()
         if isinstance(model, AutoEncoder) or not (hasattr(model, "encode") and hasattr(model, "decode")
                                                   and hasattr(model, "latent_dim")):
             raise ConfigError(f"method 'vae' needs a model whose encoder gives (mu, logvar); "
@@ -290,9 +288,6 @@ class VAEMethod(GenerativeMethod):
                  "weight_decay": 0.0, "name": "log_sigma"}]
         return groups
 
-    def _model(self) -> nn.Module:
-        """The unwrapped model (the loop's ``raw_nets``; ``nets`` before the loop placed them)."""
-        return self.raw_nets.get("model", self.nets["model"])
 
     def log_sigma(self) -> Tensor:
         lik = self.raw_nets.get("likelihood", self.nets.get("likelihood"))
@@ -356,7 +351,7 @@ class VAEMethod(GenerativeMethod):
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
-        o, model = self.opts, self._model()
+        o, model = self.opts, self.unwrapped()
         g = self.generator(o.eval_seed)  # ε and binarization of the ELBO
         g_iwae = self.generator(o.eval_seed + 1)  # separate: detailed=True leaves the ELBO unchanged
         recon_sum = kl_sum = 0.0
@@ -408,15 +403,6 @@ class VAEMethod(GenerativeMethod):
         return {**super().describe(), "likelihood": o.likelihood, "beta": o.beta, "binarize": o.binarize}
 
     # -- generative hooks ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _eval_mode(self) -> Iterator[nn.Module]:
-        model = self._model()
-        was = model.training
-        model.eval()
-        try:
-            yield model
-        finally:
-            model.train(was)
 
     def mean_image(self, out: Tensor) -> Tensor:
         """The decoder's mean ``E[x|z] = sigmoid(logits)`` in [0, 1] (both likelihoods)."""
@@ -431,18 +417,18 @@ class VAEMethod(GenerativeMethod):
         / grain, as is customary for VAE samples (course §9.8 shows ``sigmoid`` outputs too).
         """
         z = torch.randn((n, self.latent_dim), generator=self.generator(seed), device=self.env.device)
-        with self._eval_mode() as model:
+        with self.eval_mode() as model:
             return batched(lambda zz: self.mean_image(model.decode(zz)), z).cpu()
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """Posterior means ``μ_φ(x)`` of [0, 1] images (given as they are, never binarized)."""
-        with self._eval_mode() as model:
+        with self.eval_mode() as model:
             return batched(lambda xx: model.encode(xx)[0].float(), self.to_device(x)).cpu()
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        with self._eval_mode() as model:
+        with self.eval_mode() as model:
             return batched(lambda zz: self.mean_image(model.decode(zz)), self.to_device(z)).cpu()
 
     @torch.no_grad()
@@ -450,6 +436,6 @@ class VAEMethod(GenerativeMethod):
         """IWAE estimate of ``log p(x)`` per image (nats) for [0, 1] images, CPU output."""
         k = k or self.opts.iwae_eval_k
         g = self.generator(seed)
-        with self._eval_mode() as model:
+        with self.eval_mode() as model:
             return batched(lambda xx: iwae_bound(model, self.binarize(xx, g), k, self.log_lik, generator=g),
                            self.to_device(x), batch_size=500).cpu()

@@ -46,7 +46,7 @@ from torch import Tensor
 from ..config import RunConfig
 from ..errors import ConfigError, ProfondError
 from ..models.vqvae import VQVAE, usage_stats
-from ..registry import METHODS, MODELS
+from ..registry import METHODS
 from .base import Env
 from .generative import GenerativeMethod, batched
 
@@ -79,7 +79,7 @@ class VQVAEMethod(GenerativeMethod):
         if self.opts.recon not in RECON_LOSSES:
             raise ConfigError(f"bad value for 'method.recon': {self.opts.recon!r}. "
                               f"Valid values: {', '.join(RECON_LOSSES)}.")
-        model = MODELS.build(cfg.model.name, in_shape=self.image_shape, **cfg.model.args)
+        model = self.build_model()
         if not isinstance(model, VQVAE):
             raise ConfigError(f"method 'vqvae' needs a VQ-VAE model (model.name=vqvae), "
                               f"not {cfg.model.name!r}.")
@@ -90,7 +90,7 @@ class VQVAEMethod(GenerativeMethod):
     @property
     def model(self) -> VQVAE:
         """The unwrapped VQ-VAE (not its DDP / compiled wrapper)."""
-        return (self.raw_nets or self.nets)["model"]  # type: ignore[return-value]
+        return self.unwrapped()  # type: ignore[return-value]
 
     @property
     def grid(self) -> tuple[int, int]:
