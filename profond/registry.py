@@ -128,6 +128,10 @@ _MODULES = [
     "profond.methods.autoencoder",
     "profond.methods.vae",
     "profond.methods.vqvae",
+    "profond.models.gan",
+    "profond.methods.gan",
+    "profond.models.unet",
+    "profond.methods.img2img",
     "profond.experiments",
 ]
 

@@ -106,6 +106,11 @@ class Method:
         """Facts about the data / task for summary.json."""
         return {}
 
+    def callbacks(self) -> list[Any]:
+        """Training callbacks the family adds (:class:`profond.train.callbacks.Callback`), e.g.
+        a GAN's fixed-noise sample grid at the end of every epoch. Only the main process runs them."""
+        return []
+
     # -- helpers -------------------------------------------------------------------------
     def train(self) -> None:
         for net in self.nets.values():

@@ -174,7 +174,8 @@ class Trainer:
         self.emas = build_emas(m, tc.ema_decay)
         self._wrap_nets()
 
-        self.callbacks: list[Callback] = list(callbacks) + fault_injection_from_env()
+        self.callbacks: list[Callback] = (list(callbacks) + fault_injection_from_env()
+                                          + (self.method.callbacks() if self.env.is_main else []))
         self.early = EarlyStopping(tc.early_stop) if tc.early_stop.patience is not None else None
         if self.early:
             self.callbacks.append(self.early)
