@@ -1,1 +1,354 @@
-"""(being written)"""
+"""GAN training (course chapter 8): minimax / non-saturating / Wasserstein (clipping or
+gradient penalty) / hinge / least-squares losses, n_critic, TTUR, conditional GANs.
+
+The model (:mod:`profond.models.gan`, ``model.name=gan`` or ``dcgan``) holds a generator
+``G`` and a discriminator / critic ``D``; the method trains them as two nets with **two
+optimizers named ``D`` and ``G``**, so each can have its own settings (TTUR, Heusel et al.
+2017: ``--set optim.per_optimizer={D: {lr: 4e-4}}``). The course's Adam betas (0.5, 0.999)
+(§8.7) are set in the recipes (``optim.betas: [0.5, 0.999]``).
+
+The game (eq. 8.1)::
+
+    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))]
+
+with the losses of :mod:`profond.methods.gan_losses` (table there; ``non-saturating`` is the
+generator loss ``-log D(G(z))`` of §8.3.2, ``wasserstein`` the critic of WGAN, made 1-Lipschitz
+by weight clipping ``method.clip`` or by the gradient penalty of eq. 8.16 with weight
+``method.gp_weight`` (λ = 10 in the course); the conditional game is eq. 8.17).
+
+Schedule: each training step (one data batch) makes one D update; the generator is updated
+on every ``n_critic``-th step (``step % n_critic == 0``, after that step's D update; step 0
+included, so that each optimizer steps before its LR scheduler), so ``n_critic = 5`` gives 5 D
+updates (each on a fresh real batch) per G update, as in WGAN. The schedule follows the
+loop's step counter, which is saved in checkpoints: a resumed run continues it exactly.
+
+Images are scaled to [-1, 1] inside (Tanh generator), [0, 1] at the interface.
+
+Logged per step: ``loss_D``, ``loss_G`` (the generator loss on the D step's fake scores, i.e.
+before that step's D update, so it is logged on every step), ``D_x`` / ``D_G_z`` (mean
+``sigmoid(D)`` for the logit losses minimax / non-saturating; mean raw output otherwise),
+``grad_norm_D`` / ``grad_norm_G`` (the L2 norm of the last update's gradient; G's is the last
+G update's), ``gp`` and ``wasserstein`` (``E D(x) - E D(G(z))``, the critic's estimate of W1,
+for the wasserstein loss).
+
+Divergence guard: besides the loop's NaN/Inf guard (``ctx.optimize``), when the discriminator
+wins outright (``D_x > 1 - collapse_eps`` and ``D_G_z < collapse_eps``) for ``collapse_steps``
+consecutive steps, :class:`~profond.errors.TrainingDiverged` is raised (the loop marks the run
+``diverged``; its last checkpoint is the last good epoch). It applies to the losses whose D
+output reads as a probability/target in [0, 1] (minimax, non-saturating, least-squares);
+``collapse_steps: 0`` turns it off. The counter is not checkpointed (restarts at 0 on resume).
+
+Evaluation (``val_*``): FID (eq. of Heusel et al., :func:`profond.metrics.generative.fid`) of
+``eval_n`` samples against the validation images on the features of the shipped Fashion-MNIST
+net, and the class histogram of the samples as a mode-collapse monitor (``class_entropy``,
+normalised to [0, 1]; ``missing_classes``; ``max_class_fraction``). The best checkpoint is the
+lowest ``val_fid``. A fixed-noise grid is written at every epoch end to
+``RUN/samples/epoch-NNN.png`` and ``RUN/samples/evolution.gif`` at the end of training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import RunConfig
+from ..errors import ConfigError, TrainingDiverged
+from ..registry import METHODS
+from ..train.callbacks import Callback
+from .base import Env
+from .gan_losses import LOSSES, check_loss, d_loss, g_loss, gradient_penalty
+from .generative import GenerativeMethod
+
+#: losses whose D output is a logit: D(x) is reported as sigmoid(logit)
+LOGIT_LOSSES = ("minimax", "non-saturating")
+#: losses for which "D(x) ≈ 1 and D(G(z)) ≈ 0" is meaningful (collapse guard)
+GUARDED_LOSSES = ("minimax", "non-saturating", "least-squares")
+
+
+@dataclass
+class GANOptions:
+    #: minimax (eq. 8.1) | non-saturating (§8.3.2) | wasserstein | hinge | least-squares
+    loss: str = "non-saturating"
+    #: D (critic) updates per G update (5 for WGAN / WGAN-GP)
+    n_critic: int = 1
+    #: weight λ of the gradient penalty (eq. 8.16; 10 for WGAN-GP, 0 = none)
+    gp_weight: float = 0.0
+    #: WGAN weight clipping: clamp D's parameters to [-clip, clip] after each D update (0 = none)
+    clip: float = 0.0
+    #: consecutive steps with D(x) > 1 - eps and D(G(z)) < eps before TrainingDiverged (0 = off)
+    collapse_steps: int = 500
+    #: the eps of that test
+    collapse_eps: float = 0.01
+    #: samples of the per-epoch FID / class histogram (0 = no sample metrics)
+    eval_n: int = 1000
+    #: feature net of that FID (profond.metrics.features: fmnist | inception)
+    eval_features: str = "fmnist"
+    #: seed of the evaluation samples
+    eval_seed: int = 0
+    #: images in the fixed-noise grid written each epoch (0 = no grid)
+    grid_n: int = 64
+    #: seed of the grid's fixed noise
+    grid_seed: int = 1234
+
+
+class SampleGrid(Callback):
+    """Writes the same fixed-noise samples at every epoch end (``samples/epoch-NNN.png``, with the
+    EMA generator when there is one) and a GIF of their evolution at the end of training."""
+
+    def __init__(self, method: GANMethod):
+        self.method = method
+
+    def folder(self, loop: Any) -> Path:
+        return Path(loop.run_dir) / "samples"
+
+    def on_eval_end(self, loop: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        from ..viz.images import save_grid
+
+        m = self.method
+        n = m.opts.grid_n
+        if n <= 0:
+            return
+        labels = m.default_labels(n)
+        with loop.ema_weights():
+            imgs = m.sample(n, seed=m.opts.grid_seed, labels=labels)
+        nrow = m.num_classes if m.conditional else None
+        save_grid(imgs, self.folder(loop) / f"epoch-{epoch + 1:03d}.png", nrow=nrow)
+
+    def on_train_end(self, loop: Any) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from ..viz.images import animate_grids
+
+        files = sorted(self.folder(loop).glob("epoch-*.png"))
+        if not files:
+            return
+        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        titles = [f"epoch {int(f.stem.split('-')[1])}" for f in files]
+        animate_grids(frames, self.folder(loop) / "evolution.gif", titles=titles, duration_ms=300)
+
+
+@METHODS.register("gan", help="GAN: minimax / non-saturating / WGAN(-GP) / hinge / LSGAN, n_critic, "
+                              "TTUR, conditional (ch. 8)")
+class GANMethod(GenerativeMethod):
+    Options = GANOptions
+    ema_nets = ("G",)
+    monitor = ("val_fid", "min")
+    can_sample = True
+    #: no encoder: ``profond latent`` (encode/decode of data) does not apply
+    has_latent = False
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        super().__init__(cfg, env, with_data=with_data)
+        self.check_options(self.opts)
+        model = self.build_model()
+        if not (hasattr(model, "G") and hasattr(model, "D") and hasattr(model, "latent_dim")):
+            raise ConfigError(f"method 'gan' needs a model with a generator .G and a discriminator .D; "
+                              f"model {cfg.model.name!r} has none: use model.name=gan or dcgan.")
+        self.latent_dim = int(model.latent_dim)
+        self.conditional = bool(getattr(model, "conditional", False))
+        self.num_classes = int(getattr(model, "num_classes", len(self.classes)))
+        self.nets = {"G": model.G, "D": model.D}
+        self._collapse_run = 0
+        self._last_gnorm_G = 0.0
+        self._feature_net: nn.Module | None = None
+
+    @staticmethod
+    def check_options(o: GANOptions) -> None:
+        check_loss(o.loss)
+        if o.n_critic < 1:
+            raise ConfigError(f"bad value for 'method.n_critic': {o.n_critic}; must be >= 1.")
+        if o.gp_weight < 0 or o.clip < 0:
+            raise ConfigError("method.gp_weight and method.clip must be >= 0 (0 = off).")
+        if o.collapse_steps < 0 or not 0 < o.collapse_eps < 0.5:
+            raise ConfigError("method.collapse_steps must be >= 0 (0 = off) and 0 < collapse_eps < 0.5.")
+        if o.eval_n < 0 or o.grid_n < 0:
+            raise ConfigError("method.eval_n and method.grid_n must be >= 0.")
+        if o.eval_n == 1:
+            raise ConfigError("method.eval_n=1: the FID needs at least 2 samples (0 = off).")
+
+    # -- pieces ----------------------------------------------------------------------------
+    def optimizer_params(self) -> dict[str, Any]:
+        """Two optimizers: ``D`` for the discriminator, ``G`` for the generator."""
+        return {name: [p for p in self.raw_nets[name].parameters() if p.requires_grad] for name in ("D", "G")}
+
+    def callbacks(self) -> list[Any]:
+        return [SampleGrid(self)]
+
+    def default_labels(self, n: int) -> Tensor | None:
+        """``0, 1, ..., K-1, 0, 1, ...`` for a conditional model (a grid with one class per column)."""
+        return torch.arange(n) % self.num_classes if self.conditional else None
+
+    def z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn((n, self.latent_dim), device=self.env.device, generator=generator)
+
+    def d_prob(self, scores: Tensor) -> Tensor:
+        """The reported D(·): mean sigmoid for the logit losses, mean raw score otherwise."""
+        s = scores.detach().float()
+        return (torch.sigmoid(s) if self.opts.loss in LOGIT_LOSSES else s).mean()
+
+    @staticmethod
+    def grad_norm(net: nn.Module) -> float:
+        sq = [p.grad.detach().float().pow(2).sum() for p in net.parameters() if p.grad is not None]
+        return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+
+    # -- training --------------------------------------------------------------------------
+    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+        o = self.opts
+        G, D = self.nets["G"], self.nets["D"]
+        x = batch[0] * 2.0 - 1.0                       # [0, 1] -> [-1, 1]
+        y = batch[1] if self.conditional else None
+        kw = {"labels": y} if self.conditional else {}
+        n = len(x)
+
+        # -- D step: maximise the game's value over D (minimise d_loss), G fixed
+        with torch.no_grad():
+            fake = G(self.z(n), y)
+        real_s, fake_s = D(x, **kw), D(fake.detach(), **kw)
+        loss_d = d_loss(o.loss, real_s, fake_s)
+        out: dict[str, Any] = {}
+        if o.gp_weight > 0:                            # eq. 8.16
+            gp = gradient_penalty(D, x, fake, **kw)
+            loss_d = loss_d + o.gp_weight * gp
+            out["gp"] = gp.detach()
+        ctx.optimize(loss_d, "D")
+        gn_d = self.grad_norm(self.raw_nets["D"])
+        if o.clip > 0:                                 # WGAN weight clipping
+            with torch.no_grad():
+                for p in self.raw_nets["D"].parameters():
+                    p.clamp_(-o.clip, o.clip)
+        d_x, d_gz = self.d_prob(real_s), self.d_prob(fake_s)
+        out.update({"loss_D": loss_d.detach(), "loss_G": g_loss(o.loss, fake_s.detach()),
+                    "D_x": d_x, "D_G_z": d_gz, "grad_norm_D": gn_d})
+        if o.loss == "wasserstein":
+            out["wasserstein"] = (real_s.detach().float().mean() - fake_s.detach().float().mean())
+        self.check_collapse(float(d_x), float(d_gz), ctx)
+
+        # -- G step every n_critic-th step: minimise g_loss through D, D fixed
+        if ctx.step % o.n_critic == 0:
+            d_params = list(self.raw_nets["D"].parameters())
+            flags = [p.requires_grad for p in d_params]
+            for p in d_params:
+                p.requires_grad_(False)
+            try:
+                loss_g = g_loss(o.loss, D(G(self.z(n), y), **kw))
+                ctx.optimize(loss_g, "G")
+            finally:
+                for p, f in zip(d_params, flags, strict=True):
+                    p.requires_grad_(f)
+            self._last_gnorm_G = self.grad_norm(self.raw_nets["G"])
+        out["grad_norm_G"] = self._last_gnorm_G
+        return out
+
+    def check_collapse(self, d_x: float, d_gz: float, ctx: Any) -> None:
+        """Raise TrainingDiverged after ``collapse_steps`` consecutive steps with D(x) ≈ 1, D(G(z)) ≈ 0."""
+        o = self.opts
+        if o.collapse_steps <= 0 or o.loss not in GUARDED_LOSSES:
+            return
+        if not (math.isfinite(d_x) and math.isfinite(d_gz)):
+            raise TrainingDiverged(f"D outputs became non-finite at step {ctx.step}: D(x)={d_x}, D(G(z))={d_gz}.")
+        if d_x > 1 - o.collapse_eps and d_gz < o.collapse_eps:
+            self._collapse_run += 1
+        else:
+            self._collapse_run = 0
+        if self._collapse_run >= o.collapse_steps:
+            raise TrainingDiverged(
+                f"GAN collapse: the discriminator wins outright (D(x) > {1 - o.collapse_eps:g} and "
+                f"D(G(z)) < {o.collapse_eps:g}) for {self._collapse_run} consecutive steps (step {ctx.step}, "
+                f"D(x)={d_x:.4f}, D(G(z))={d_gz:.4f}): the generator gets no useful gradient. Try "
+                "method.loss=non-saturating, a lower D learning rate (optim.per_optimizer={D: {lr: 1e-4}}), "
+                "model.spectral_norm=true, or method.collapse_steps=0 to disable this guard.")
+
+    # -- evaluation ------------------------------------------------------------------------
+    def feature_net(self) -> nn.Module:
+        if self._feature_net is None:
+            from ..metrics.generative import load_feature_net
+
+            self._feature_net = load_feature_net(self.opts.eval_features, device=self.env.device)
+        return self._feature_net
+
+    @torch.no_grad()
+    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+        """FID of ``eval_n`` samples vs the images of ``batches``, the samples' class histogram,
+        and the discriminator's mean D(x) on those real images. ``detailed=True`` (``profond eval``)
+        suffixes the sample metrics with ``_n<eval_n>`` (e.g. ``fid_n1000``), so that the
+        command's own ``--n`` samples keep the plain names ``fid`` / ``class_histogram``."""
+        from ..metrics.generative import class_histogram, extract, fid
+
+        o = self.opts
+        reals, ds = [], []
+        with self.eval_mode("D") as D:
+            for x, y in batches.batches(0):
+                reals.append(x.detach().float().cpu())
+                with ctx.autocast():
+                    ds.append(self.d_prob(D(x * 2 - 1, **({"labels": y} if self.conditional else {}))) * len(x))
+        real = torch.cat(reals)
+        res: dict[str, Any] = {"D_x": float(torch.stack(ds).sum()) / max(len(real), 1)}
+        if o.eval_n > 0 and len(real) >= 2:
+            n = o.eval_n
+            labels = None
+            if self.conditional:  # classes as in the evaluation data
+                ys = torch.cat([b[1].cpu() for b in batches.batches(0)])
+                labels = ys[torch.arange(n) % len(ys)]
+            fake = self.sample(n, seed=o.eval_seed, labels=labels)
+            net = self.feature_net()
+            f_real, _ = extract(net, real)
+            f_fake, p_fake = extract(net, fake)
+            hist = class_histogram(p_fake, getattr(net, "class_names", None) or None)
+            scores = {"fid": fid(f_real, f_fake), "class_entropy": hist["normalised_entropy"],
+                      "missing_classes": len(hist["missing"]), "max_class_fraction": hist["max_fraction"]}
+            if detailed:  # `profond eval`: its own --n samples give fid / class_histogram; keep ours apart
+                scores = {f"{k}_n{n}": v for k, v in scores.items()}
+            res.update(scores)
+        return res
+
+    def describe(self) -> dict[str, Any]:
+        o = self.opts
+        return {**super().describe(), "loss": o.loss, "n_critic": o.n_critic, "gp_weight": o.gp_weight,
+                "clip": o.clip, "conditional": self.conditional}
+
+    # -- generative hooks ------------------------------------------------------------------
+    def _labels(self, n: int, labels: Tensor | None) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            labels = self.default_labels(n)
+        labels = torch.as_tensor(labels).long().view(-1)
+        if len(labels) != n:
+            raise ConfigError(f"got {len(labels)} labels for {n} samples.")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ConfigError(f"labels must be in [0, {self.num_classes - 1}].")
+        return labels.to(self.env.device)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images in [0, 1] (CPU) generated from latent codes ``z`` ``(N, latent_dim)``
+        (labels default to ``i mod K`` for a conditional model)."""
+        z = self.to_device(z)
+        lab = self._labels(len(z), labels)
+        with self.eval_mode("G") as G:
+            outs = [G(z[i: i + 1000], None if lab is None else lab[i: i + 1000]).float()
+                    for i in range(0, len(z), 1000)]
+        x = torch.cat(outs) if outs else z.new_zeros((0, *self.image_shape))
+        return ((x + 1) / 2).clamp(0, 1).cpu()
+
+    @torch.no_grad()
+    def sample(self, n: int, *, seed: int = 0, labels: Tensor | None = None) -> Tensor:
+        """``n`` images ``(G(z) + 1) / 2``, ``z ~ N(0, I)`` from a ``seed``-ed generator (the global
+        RNG is untouched); ``labels`` (conditional models) default to ``0, 1, ..., K-1, 0, ...``."""
+        z = self.z(n, generator=self.generator(seed))
+        return self.decode(z, labels)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        from ..errors import ProfondError
+
+        raise ProfondError("a GAN has no encoder: `profond latent` interpolates between sampled codes only.")
+
+
+__all__ = ["GANMethod", "GANOptions", "SampleGrid", "LOSSES"]
