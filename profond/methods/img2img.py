@@ -1,1 +1,523 @@
-"""(being written)"""
+"""Image-to-image translation with GANs: Pix2Pix (paired), SRGAN-style super-resolution and
+CycleGAN (unpaired, :class:`CycleGANMethod`: two class domains, e.g. sneakers <-> ankle boots).
+
+Course: ``/work/shared/course/004_782aa6af8ddb8f45.txt`` (sections "Pix2Pix: Transformation
+d'Image Supervisée", "Architecture du Générateur (U-Net)", "Super-Résolution avec GANs: SRGAN
+et ESRGAN") and ``003_5fd00316ac58b774.txt`` ch. 8 (the adversarial losses, shared with
+:mod:`profond.methods.gan_losses`).
+
+Tasks are built offline from the dataset's images (no paired data needed on disk): for a
+target ``x`` in [0, 1] the **input** is :meth:`make_inputs(x)`, a deterministic function:
+
+* ``pix2pix`` ``task=edges``: ``clamp(2 · |Sobel(x)|, 0, 1)`` (kornia's normalised Sobel
+  gradient magnitude; a blank image has no edges) -> the garment;
+* ``pix2pix`` ``task=inpaint``: ``x`` with a centred ``mask_size``² square set to 0 -> ``x``
+  (the output keeps the known pixels: ``where(mask, G(a), a)``, :meth:`Pix2PixMethod.compose`);
+* ``srgan``: ``avg_pool2d(x, 2)`` (14×14) -> ``x`` (28×28).
+
+Pix2Pix (Isola et al. 2017), conditional GAN with a U-Net ``G`` and PatchGAN ``D(input, image)``::
+
+    L_D = d_loss(D(a, x), D(a, G(a)))                  (method.loss, gan_losses)
+    L_G = adv_weight · g_loss(D(a, G(a))) + l1_weight · |G(a) − x|₁     (λ = 100 as in the paper)
+
+SRGAN (Ledig et al. 2017): unconditional PatchGAN on the HR image and
+``L_G = pixel_weight·|G(a) − x|₁ + feature_weight·‖φ(G(a)) − φ(x)‖² + adv_weight·g_loss``
+with ``φ`` the 128-d features of the shipped Fashion-MNIST net
+(:func:`profond.metrics.generative.load_feature_net`, frozen; the "content loss" on a
+classifier's features, VGG in the paper). The course gives no weights; 1e-3 for the
+adversarial term is the paper's.
+
+Both are evaluated (:meth:`Img2ImgMethod.evaluate`) by L1 and PSNR of ``G(a)`` vs ``x``
+(SR: also SSIM, kornia, 7×7 Gaussian window) next to a **naive baseline** computed on the
+same images: ``pix2pix`` predicts the training-mean image (``edges``) or fills the masked
+square with it (``inpaint``); ``srgan``'s baseline is bicubic upsampling. ``*_gain`` = model
+PSNR − baseline PSNR, > 0 when the model beats it. ``loss`` (monitored) is the L1.
+
+Interface for ``profond sample RUN --input``: :meth:`make_inputs` (targets -> task inputs) and
+:meth:`translate` (inputs -> outputs), [0, 1] CPU tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..registry import METHODS, MODELS
+from .autoencoder import psnr
+from .base import Env
+from .gan_losses import check_loss, d_loss, g_loss
+from .generative import GenerativeMethod, batched
+
+TASKS = ("edges", "inpaint")
+
+
+def sobel_edges(x01: Tensor) -> Tensor:
+    """Edge map in [0, 1]: ``clamp(2 · |∇x|, 0, 1)`` with kornia's normalised Sobel gradients
+    (replicate padding: a constant image gives exactly 0; ``kornia.filters.sobel`` itself adds
+    an ε under its square root, hence ``spatial_gradient`` + ``hypot``)."""
+    from kornia.filters import spatial_gradient
+
+    g = spatial_gradient(x01.float(), mode="sobel", order=1, normalized=True)
+    return (2.0 * torch.hypot(g[:, :, 0], g[:, :, 1])).clamp(0.0, 1.0)
+
+
+def center_mask(shape: tuple[int, ...], size: int, device: Any = None) -> Tensor:
+    """Bool ``(1, 1, H, W)`` mask, True on the centred ``size × size`` square: rows and columns
+    ``(H − size) // 2 ... + size − 1``."""
+    h, w = shape[-2], shape[-1]
+    m = torch.zeros(1, 1, h, w, dtype=torch.bool, device=device)
+    t, left = (h - size) // 2, (w - size) // 2
+    m[..., t: t + size, left: left + size] = True
+    return m
+
+
+def ssim(a: Tensor, b: Tensor, window: int = 7) -> Tensor:
+    """Per-image SSIM (kornia, Gaussian window, data range 1) of [0, 1] images."""
+    from kornia.metrics import ssim as kssim
+
+    return kssim(a.float().clamp(0, 1), b.float().clamp(0, 1), window, max_val=1.0).flatten(1).mean(1)
+
+
+@dataclass
+class Pix2PixOptions:
+    #: edges | inpaint
+    task: str = "edges"
+    #: adversarial loss (gan_losses.LOSSES)
+    loss: str = "non-saturating"
+    #: λ of the L1 term (Isola et al.: 100)
+    l1_weight: float = 100.0
+    #: weight of the generator's adversarial term (0 = plain L1 regression)
+    adv_weight: float = 1.0
+    #: inpaint: side of the centred masked square (None = round(3H/7): 12 on 28×28, 3 on 8×8)
+    mask_size: int | None = None
+    #: PatchGAN width and number of stride-2 layers
+    #: test metrics on the first n test images only (None = all; a CPU time saver)
+    test_n: int | None = None
+    d_base: int = 32
+    d_layers: int = 2
+
+
+@dataclass
+class SROptions:
+    loss: str = "non-saturating"
+    #: L1 pixel loss weight
+    pixel_weight: float = 1.0
+    #: MSE on the fmnist feature net's 128-d features (0 = off: no feature net loaded)
+    feature_weight: float = 0.01
+    #: adversarial weight (SRGAN: 1e-3)
+    adv_weight: float = 1e-3
+    #: downsampling factor (avg pooling)
+    scale: int = 2
+    #: test metrics on the first n test images only (None = all; a CPU time saver)
+    test_n: int | None = None
+    d_base: int = 32
+    d_layers: int = 2
+
+
+class Img2ImgMethod(GenerativeMethod):
+    """Shared machinery: nets ``G`` and ``D``, optimizers ``"G"`` and ``"D"``, evaluation
+    against a naive baseline, :meth:`translate` / :meth:`make_inputs`."""
+
+    can_sample = False
+    has_latent = False
+    ema_nets = ("G",)
+    monitor = ("val_loss", "min")
+    #: generator model names accepted in cfg.model.name
+    generators: tuple[str, ...] = ()
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        super().__init__(cfg, env, with_data=with_data)
+        self.check_options(self.opts)
+        if cfg.model.name not in self.generators:
+            raise ConfigError(f"method {cfg.method.name!r} needs model.name in {list(self.generators)}, "
+                              f"got {cfg.model.name!r}.")
+        self.nets = {"G": self.build_model(), "D": self.build_discriminator()}
+
+    def check_options(self, o: Any) -> None:
+        check_loss(o.loss)
+        if o.adv_weight < 0:
+            raise ConfigError("bad value for 'method.adv_weight': must be >= 0.")
+
+    def build_discriminator(self) -> nn.Module:
+        raise NotImplementedError
+
+    def optimizer_params(self) -> dict[str, Any]:
+        return {name: [p for p in self.raw_nets[name].parameters() if p.requires_grad] for name in ("G", "D")}
+
+    # -- task -----------------------------------------------------------------------------
+    def make_inputs(self, x01: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def baseline(self, inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def compose(self, a: Tensor, out: Tensor) -> Tensor:
+        """The task's output from the generator's raw output (identity but for inpainting)."""
+        return out
+
+    def d_inputs(self, a: Tensor, img: Tensor) -> tuple[Tensor, ...]:
+        """What D sees for input ``a`` and image ``img``."""
+        return (a, img)
+
+    def content_loss(self, fake: Tensor, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    # -- training -------------------------------------------------------------------------
+    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+        x, _ = batch
+        o = self.opts
+        G, D = self.nets["G"], self.nets["D"]
+        with torch.no_grad():
+            a = self.make_inputs(x)
+        with ctx.autocast():
+            fake = self.compose(a, G(a))
+            ld = d_loss(o.loss, D(*self.d_inputs(a, x)), D(*self.d_inputs(a, fake.detach())))
+        ctx.optimize(ld, "D")
+        with ctx.autocast():
+            content, parts = self.content_loss(fake.float(), x)
+            adv = g_loss(o.loss, D(*self.d_inputs(a, fake))) if o.adv_weight > 0 else content.new_zeros(())
+            lg = content + o.adv_weight * adv
+        ctx.optimize(lg, "G")
+        return {"loss_d": ld.detach(), "loss_g": lg.detach(), "adv": adv.detach(),
+                **{k: v.detach() for k, v in parts.items()}}
+
+    # -- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, batches: Any, ctx: Any) -> dict[str, Any]:
+        sums: dict[str, float] = {}
+        n = 0
+        with self.eval_mode("G") as G:
+            for x, _ in batches.batches(0):
+                a = self.make_inputs(x)
+                with ctx.autocast():
+                    out = self.compose(a, G(a))
+                out = out.float().clamp(0, 1)
+                base = self.baseline(a).clamp(0, 1)
+                for k, v in self.scores(out, base, x).items():
+                    sums[k] = sums.get(k, 0.0) + float(v.double().sum())
+                n += len(x)
+        res = {k: v / max(n, 1) for k, v in sums.items()}
+        res["loss"] = res["l1"]
+        res["psnr_gain"] = res["psnr"] - res["baseline_psnr"]
+        return res
+
+    def test_data(self) -> Any:
+        from ..data import Batches
+        from .generative import PIXELS
+
+        d, n = self.data, self.opts.test_n
+        x, y = (d.test_x, d.test_y) if n is None else (d.test_x[:n], d.test_y[:n])
+        return Batches(x, y, batch_size=self.cfg.data.eval_batch_size, shuffle=False, device=self.env.device,
+                       **PIXELS)
+
+    def scores(self, out: Tensor, base: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """Per-image metrics (summed then averaged by :meth:`evaluate`)."""
+        return {"l1": (out - x).abs().flatten(1).mean(1), "psnr": psnr(out, x),
+                "baseline_l1": (base - x).abs().flatten(1).mean(1), "baseline_psnr": psnr(base, x)}
+
+    # -- interface ------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, inputs: Tensor) -> Tensor:
+        """Outputs ``G(inputs)`` in [0, 1] on the CPU for task inputs in [0, 1]."""
+        with self.eval_mode("G") as G:
+            return batched(lambda a: self.compose(a, G(a)).float().clamp(0, 1), self.to_device(inputs), 500).cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "can_translate": True}
+
+
+@METHODS.register("pix2pix", help="Pix2Pix: U-Net + PatchGAN, L1 + adversarial, edges / inpaint tasks")
+class Pix2PixMethod(Img2ImgMethod):
+    Options = Pix2PixOptions
+    generators = ("unet",)
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        super().__init__(cfg, env, with_data=with_data)
+        c, h, _ = self.image_shape
+        o = self.opts
+        self.mask_size = o.mask_size if o.mask_size is not None else max(1, round(3 * h / 7))
+        if not 1 <= self.mask_size <= min(self.image_shape[1:]):
+            raise ConfigError(f"bad value for 'method.mask_size': {o.mask_size}; must be in 1..{h}.")
+        #: training-set mean image (all training images, [0, 1]): the naive baseline
+        self.mean_image = (self.data.train_x.float().mean(0, keepdim=True) / 255.0).to(env.device)
+
+    def check_options(self, o: Pix2PixOptions) -> None:
+        super().check_options(o)
+        if o.task not in TASKS:
+            raise ConfigError(f"bad value for 'method.task': {o.task!r}. Valid values: {', '.join(TASKS)}.")
+        if o.l1_weight < 0:
+            raise ConfigError("bad value for 'method.l1_weight': must be >= 0.")
+
+    def build_discriminator(self) -> nn.Module:
+        o = self.opts
+        return MODELS.build("patchgan", in_channels=2 * self.image_shape[0], base=o.d_base, n_layers=o.d_layers)
+
+    def mask(self, x: Tensor) -> Tensor:
+        return center_mask(x.shape, self.mask_size, x.device)
+
+    def make_inputs(self, x01: Tensor) -> Tensor:
+        x01 = x01.float()
+        if self.opts.task == "edges":
+            return sobel_edges(x01)
+        return x01.masked_fill(self.mask(x01), 0.0)
+
+    def compose(self, a: Tensor, out: Tensor) -> Tensor:
+        """Inpainting keeps the known pixels: ``where(mask, G(a), a)`` (only the hole is
+        generated, so the L1 and the adversarial loss concern the hole and its seams)."""
+        if self.opts.task == "inpaint":
+            return torch.where(self.mask(a), out, a.to(out.dtype))
+        return out
+
+    def baseline(self, inputs: Tensor) -> Tensor:
+        mean = self.mean_image.to(inputs.device).expand_as(inputs)
+        if self.opts.task == "edges":
+            return mean.clone()
+        return torch.where(self.mask(inputs), mean, inputs)
+
+    def content_loss(self, fake: Tensor, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        l1 = (fake - x).abs().mean()
+        return self.opts.l1_weight * l1, {"l1": l1}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "task": self.opts.task,
+                "mask_size": self.mask_size if self.opts.task == "inpaint" else None}
+
+
+@METHODS.register("srgan", help="SRGAN-style x2 super-resolution: pixel + feature + adversarial losses")
+class SRGANMethod(Img2ImgMethod):
+    Options = SROptions
+    generators = ("srnet",)
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        super().__init__(cfg, env, with_data=with_data)
+        self._feat: nn.Module | None = None
+
+    def check_options(self, o: SROptions) -> None:
+        super().check_options(o)
+        if o.scale < 2:
+            raise ConfigError("bad value for 'method.scale': must be >= 2.")
+        if min(o.pixel_weight, o.feature_weight) < 0:
+            raise ConfigError("method.pixel_weight / feature_weight must be >= 0.")
+        if int(self.cfg.model.args.get("scale", 2)) != o.scale:
+            raise ConfigError("model.scale and method.scale differ: set both to the same factor.")
+
+    def build_discriminator(self) -> nn.Module:
+        o = self.opts
+        return MODELS.build("patchgan", in_channels=self.image_shape[0], base=o.d_base, n_layers=o.d_layers)
+
+    def d_inputs(self, a: Tensor, img: Tensor) -> tuple[Tensor, ...]:
+        return (img,)  # SRGAN's D is unconditional: is this a real HR image?
+
+    def make_inputs(self, x01: Tensor) -> Tensor:
+        return F.avg_pool2d(x01.float(), self.opts.scale)
+
+    def baseline(self, inputs: Tensor) -> Tensor:
+        return F.interpolate(inputs, scale_factor=self.opts.scale, mode="bicubic", align_corners=False)
+
+    def feature_net(self) -> nn.Module:
+        if self._feat is None:
+            from ..metrics.generative import load_feature_net
+
+            self._feat = load_feature_net("fmnist", device=self.env.device)
+            for p in self._feat.parameters():
+                p.requires_grad_(False)
+        return self._feat
+
+    def content_loss(self, fake: Tensor, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        o = self.opts
+        pix = (fake - x).abs().mean()
+        parts = {"l1": pix}
+        loss = o.pixel_weight * pix
+        if o.feature_weight > 0:
+            net = self.feature_net()
+            with torch.no_grad():
+                ft = net(x)[0]
+            feat = F.mse_loss(net(fake)[0], ft)
+            parts["feature"] = feat
+            loss = loss + o.feature_weight * feat
+        return loss, parts
+
+    def scores(self, out: Tensor, base: Tensor, x: Tensor) -> dict[str, Tensor]:
+        return {**super().scores(out, base, x), "ssim": ssim(out, x), "baseline_ssim": ssim(base, x)}
+
+
+# ----------------------------------------------------------------------------------------
+# CycleGAN (unpaired)
+
+
+@dataclass
+class CycleGANOptions:
+    #: class index of domain A and of domain B (Fashion-MNIST: 7 sneaker, 9 ankle boot)
+    domain_a: int = 7
+    domain_b: int = 9
+    #: adversarial loss (Zhu et al. use least squares)
+    loss: str = "least-squares"
+    #: λ of the cycle-consistency L1 (Zhu et al.: 10)
+    cycle_weight: float = 10.0
+    #: weight of the identity L1 ``|G_ab(b) − b| + |G_ba(a) − a|`` (Zhu et al.: 0.5 λ)
+    identity_weight: float = 5.0
+    d_base: int = 32
+    d_layers: int = 2
+    #: rate of A->B translations classified as B by the fmnist feature net (None: only on fashion-mnist)
+    classify: bool | None = None
+
+
+@METHODS.register("cyclegan", help="CycleGAN: two U-Nets, two PatchGANs, cycle + identity L1 (unpaired)")
+class CycleGANMethod(GenerativeMethod):
+    """CycleGAN (Zhu et al. 2017; course 004 "CycleGAN: Traduction d'Image Non-Supervisée"):
+    ``G_ab: A -> B``, ``G_ba: B -> A``, discriminators ``D_a``, ``D_b`` (unconditional
+    PatchGANs) on two **unpaired** domains, the images of classes ``domain_a`` and
+    ``domain_b``. Generator loss (optimizer ``"G"``, both generators)::
+
+        g_loss(D_b(G_ab(a))) + g_loss(D_a(G_ba(b)))
+        + cycle_weight · (|G_ba(G_ab(a)) − a|₁ + |G_ab(G_ba(b)) − b|₁)       (cycle consistency)
+        + identity_weight · (|G_ab(b) − b|₁ + |G_ba(a) − a|₁)                (identity)
+
+    and ``d_loss`` for each discriminator (optimizer ``"D"``). Training batches are the
+    mixed A/B images of the filtered training set, split by label (the pairs are never used).
+    :meth:`evaluate`: ``cycle_l1`` (mean of both directions, the monitored ``loss``),
+    ``identity_l1`` and, on Fashion-MNIST, ``to_b_rate`` / ``to_a_rate``: the fraction of
+    translated images the fmnist feature net classifies as the target class (next to
+    ``real_b_rate``, its accuracy on real B images, and ``source_as_b_rate``, the rate for
+    untranslated A images: the no-op baseline).
+    """
+
+    Options = CycleGANOptions
+    can_sample = False
+    ema_nets = ("G_ab", "G_ba")
+    monitor = ("val_loss", "min")
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        self._domains_checked = False
+        super().__init__(cfg, env, with_data=False)
+        o = self.opts
+        check_loss(o.loss)
+        k = len(self.classes)
+        if not (0 <= o.domain_a < k and 0 <= o.domain_b < k) or o.domain_a == o.domain_b:
+            raise ConfigError(f"method.domain_a / domain_b must be two different classes in 0..{k - 1}.")
+        if min(o.cycle_weight, o.identity_weight) < 0:
+            raise ConfigError("method.cycle_weight / identity_weight must be >= 0.")
+        if cfg.model.name != "unet":
+            raise ConfigError(f"method 'cyclegan' needs model.name=unet, got {cfg.model.name!r}.")
+        if with_data:
+            self.train_data, self.val_data = self.build_loaders()
+        c = self.image_shape[0]
+        d = dict(in_channels=c, base=o.d_base, n_layers=o.d_layers)
+        self.nets = {"G_ab": self.build_model(), "G_ba": self.build_model(),
+                     "D_a": MODELS.build("patchgan", **d), "D_b": MODELS.build("patchgan", **d)}
+        self._feat: nn.Module | None = None
+
+    def _keep(self, y: Tensor) -> Tensor:
+        return (y == self.opts.domain_a) | (y == self.opts.domain_b)
+
+    def build_loaders(self, x: Tensor | None = None, y: Tensor | None = None):
+        x = self.data.train_x if x is None else x
+        y = self.data.train_y if y is None else y
+        keep = self._keep(y)
+        return super().build_loaders(x[keep], y[keep])
+
+    def test_data(self):
+        from ..data import Batches
+        from .generative import PIXELS
+
+        d = self.data
+        keep = self._keep(d.test_y)
+        return Batches(d.test_x[keep], d.test_y[keep], batch_size=self.cfg.data.eval_batch_size, shuffle=False,
+                       device=self.env.device, **PIXELS)
+
+    def optimizer_params(self) -> dict[str, Any]:
+        def params(*names: str) -> list[Tensor]:
+            return [p for n in names for p in self.raw_nets[n].parameters() if p.requires_grad]
+
+        return {"G": params("G_ab", "G_ba"), "D": params("D_a", "D_b")}
+
+    def split(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return x[y == self.opts.domain_a], x[y == self.opts.domain_b]
+
+    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+        x, y = batch
+        a, b = self.split(x, y)
+        if len(a) == 0 or len(b) == 0:  # a batch with one domain only: nothing to pair against
+            return {}
+        o, n = self.opts, self.nets
+        with ctx.autocast():
+            fake_b, fake_a = n["G_ab"](a), n["G_ba"](b)
+            ld = (d_loss(o.loss, n["D_b"](b), n["D_b"](fake_b.detach()))
+                  + d_loss(o.loss, n["D_a"](a), n["D_a"](fake_a.detach())))
+        ctx.optimize(ld, "D")
+        with ctx.autocast():
+            adv = g_loss(o.loss, n["D_b"](fake_b)) + g_loss(o.loss, n["D_a"](fake_a))
+            cyc = (n["G_ba"](fake_b) - a).abs().mean() + (n["G_ab"](fake_a) - b).abs().mean()
+            idt = ((n["G_ab"](b) - b).abs().mean() + (n["G_ba"](a) - a).abs().mean()
+                   if o.identity_weight > 0 else cyc.new_zeros(()))
+            lg = adv + o.cycle_weight * cyc + o.identity_weight * idt
+        ctx.optimize(lg, "G")
+        return {"loss_d": ld.detach(), "loss_g": lg.detach(), "adv": adv.detach(), "cycle": cyc.detach(),
+                "identity": idt.detach()}
+
+    def classify(self) -> bool:
+        c = self.opts.classify
+        return self.data.name == "fashion-mnist" if c is None else bool(c)
+
+    def feature_net(self) -> nn.Module:
+        if self._feat is None:
+            from ..metrics.generative import load_feature_net
+
+            self._feat = load_feature_net("fmnist", device=self.env.device)
+        return self._feat
+
+    @torch.no_grad()
+    def evaluate(self, batches: Any, ctx: Any) -> dict[str, Any]:
+        o = self.opts
+        s: dict[str, float] = {}
+        na = nb = 0
+
+        def add(k: str, v: Tensor) -> None:
+            s[k] = s.get(k, 0.0) + float(v.double().sum())
+
+        with self.eval_mode("G_ab") as gab, self.eval_mode("G_ba") as gba:
+            for x, y in batches.batches(0):
+                a, b = self.split(x.float(), y)
+                fb, fa = gab(a).float(), gba(b).float()
+                add("cycle_a", (gba(fb).float() - a).abs().flatten(1).mean(1))
+                add("cycle_b", (gab(fa).float() - b).abs().flatten(1).mean(1))
+                add("identity_a", (gba(a).float() - a).abs().flatten(1).mean(1))
+                add("identity_b", (gab(b).float() - b).abs().flatten(1).mean(1))
+                if self.classify():
+                    net = self.feature_net()
+                    add("to_b", net(fb)[1].argmax(1) == o.domain_b)
+                    add("to_a", net(fa)[1].argmax(1) == o.domain_a)
+                    add("real_b", net(b)[1].argmax(1) == o.domain_b)
+                    add("source_as_b", net(a)[1].argmax(1) == o.domain_b)
+                na, nb = na + len(a), nb + len(b)
+        na, nb = max(na, 1), max(nb, 1)
+        res = {"cycle_l1": 0.5 * (s["cycle_a"] / na + s["cycle_b"] / nb),
+               "identity_l1": 0.5 * (s["identity_a"] / na + s["identity_b"] / nb)}
+        res["loss"] = res["cycle_l1"]
+        if self.classify():
+            res.update(to_b_rate=s["to_b"] / na, to_a_rate=s["to_a"] / nb, real_b_rate=s["real_b"] / nb,
+                       source_as_b_rate=s["source_as_b"] / na)
+        return res
+
+    def make_inputs(self, x01: Tensor) -> Tensor:
+        """Unpaired: the input of ``A -> B`` is an image of domain A as it is."""
+        return x01.float()
+
+    @torch.no_grad()
+    def translate(self, inputs: Tensor, direction: str = "ab") -> Tensor:
+        """``G_ab(inputs)`` (``direction="ab"``) or ``G_ba(inputs)`` in [0, 1], CPU."""
+        if direction not in ("ab", "ba"):
+            raise ConfigError(f"direction must be 'ab' or 'ba', got {direction!r}.")
+        with self.eval_mode(f"G_{direction}") as g:
+            return batched(lambda a: g(a).float().clamp(0, 1), self.to_device(inputs), 500).cpu()
+
+    def describe(self) -> dict[str, Any]:
+        o = self.opts
+        return {**super().describe(), "domain_a": self.classes[o.domain_a], "domain_b": self.classes[o.domain_b],
+                "can_translate": True}
