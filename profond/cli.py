@@ -201,15 +201,9 @@ def eval_(
         png = plot_confusion(metrics["confusion_matrix"], classes, folder / "confusion.png",
                              title=f"{run_dir.name}: test accuracy {metrics['accuracy']:.4f}")
         metrics["confusion_png"] = str(png)
-    from .train.io import atomic_write_json
-
-    atomic_write_json(folder / "eval.json", metrics)
-    if as_json:
-        sys.stdout.write(json.dumps(metrics) + "\n")
+    t = _write_eval(folder / "eval.json", metrics, as_json, run_dir)
+    if t is None:
         return
-    t = Table(title=f"{run_dir}  ({Path(metrics['checkpoint']).name})")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
     for k in ("accuracy", "loss", "examples"):
         if k in metrics:
             t.add_row(k, f"{metrics[k]:.4f}" if isinstance(metrics[k], float) else str(metrics[k]))
@@ -288,16 +282,10 @@ def _eval_generative(method: Any, trainer: Any, run_dir: Path, folder: Path, *, 
 
 def _report_eval(run_dir: Path, folder: Path, metrics: dict[str, Any], as_json: bool) -> None:
     """Write eval.json; print one JSON object or a table of the scalar metrics."""
-    from .train.io import atomic_write_json
-
     path = folder / "eval.json"
-    atomic_write_json(path, metrics)
-    if as_json:
-        sys.stdout.write(json.dumps(metrics) + "\n")
+    t = _write_eval(path, metrics, as_json, run_dir)
+    if t is None:
         return
-    t = Table(title=f"{run_dir}  ({Path(metrics['checkpoint']).name})")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
     for k, v in metrics.items():
         if k in ("checkpoint", "roc_png") or isinstance(v, (dict, list)):
             continue  # big dicts / lists (kl_per_dim, ROC points, class histogram) go to eval.json only
@@ -480,6 +468,20 @@ def latent(
                                        title=f"{run_dir.name} ({len(z)} test means)"))
     for p in written:
         out.print(str(p), highlight=False, soft_wrap=True)
+
+
+def _write_eval(path: Path, metrics: dict[str, Any], as_json: bool, run_dir: Path) -> Table | None:
+    """Write eval.json; print it as one JSON object (None) or return an empty metric table."""
+    from .train.io import atomic_write_json
+
+    atomic_write_json(path, metrics)
+    if as_json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+        return None
+    t = Table(title=f"{run_dir}  ({Path(metrics['checkpoint']).name})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    return t
 
 
 LIST_KINDS = ("models", "datasets", "recipes", "experiments", "methods")
