@@ -23,7 +23,6 @@ Results: ``benchmarks/results/generative.json`` (merged per part) and ``generati
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -129,6 +128,8 @@ def bench_vqvae(out: Path, epochs: int | None) -> dict[str, Any]:
 
 
 def bench_anomaly(out: Path, epochs: int, arch: str) -> dict[str, Any]:
+    from profond.experiments import finite
+
     rows = []
     with Timer() as t_all:
         for c in range(10):
@@ -143,14 +144,6 @@ def bench_anomaly(out: Path, epochs: int, arch: str) -> dict[str, Any]:
     mean = sum(r["test_roc_auc"] for r in rows) / len(rows)
     return {"rows": rows, "mean_roc_auc": round(mean, 4), "arch": arch, "epochs": epochs,
             "total_s": round(t_all.s, 1), "targets": {"mean_roc_auc_ge_0.80": bool(mean >= 0.80)}}
-
-
-def finite(v: Any) -> float:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
 
 
 def write_md(data: dict[str, Any]) -> None:

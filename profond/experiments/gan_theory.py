@@ -47,7 +47,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import norm, wasserstein_distance  # noqa: E402
 
 from ..methods.gan_losses import d_loss, g_loss  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
@@ -63,9 +62,16 @@ LOG2 = math.log(2.0)
 EX81 = {"mu_data": 3.0, "sigma_data": 1.0, "mu_g": 0.0, "sigma_g": 1.0}
 
 
+def _stats():
+    """``scipy.stats``, imported on first use (it costs ~1 s, and the registry imports this module)."""
+    from scipy import stats
+
+    return stats
+
+
 def optimal_d(x: np.ndarray, mu_d: float, s_d: float, mu_g: float, s_g: float) -> np.ndarray:
     """``D*(x) = p_data / (p_data + p_g)`` (eq. 8.2), computed as a sigmoid of the log-ratio."""
-    log_ratio = norm.logpdf(x, mu_d, s_d) - norm.logpdf(x, mu_g, s_g)
+    log_ratio = _stats().norm.logpdf(x, mu_d, s_d) - _stats().norm.logpdf(x, mu_g, s_g)
     return 1.0 / (1.0 + np.exp(-log_ratio))
 
 
@@ -129,7 +135,7 @@ def optimal_d_table(steps: int, seeds: int = 1, batch: int = 512) -> tuple[pd.Da
     p = EX81
     x = np.linspace(-5.0, 8.0, 521)
     d_star = optimal_d(x, p["mu_data"], p["sigma_data"], p["mu_g"], p["sigma_g"])
-    mix = 0.5 * (norm.pdf(x, p["mu_data"], p["sigma_data"]) + norm.pdf(x, p["mu_g"], p["sigma_g"]))
+    mix = 0.5 * (_stats().norm.pdf(x, p["mu_data"], p["sigma_data"]) + _stats().norm.pdf(x, p["mu_g"], p["sigma_g"]))
     bulk = mix > 0.01
     rows, preds = [], []
     for seed in range(seeds):
@@ -160,8 +166,8 @@ def gan_optimal_d(out: Path, quick: bool) -> ExperimentResult:
     ax.set_title(f"ex. 8.1: p_data=N({p['mu_data']:g},1), p_g=N({p['mu_g']:g},1), D*=sigmoid(3x-4.5)")
     ax.legend(fontsize=8)
     ax = axes[1]
-    ax.plot(x, norm.pdf(x, p["mu_data"], p["sigma_data"]), label="p_data")
-    ax.plot(x, norm.pdf(x, p["mu_g"], p["sigma_g"]), label="p_g")
+    ax.plot(x, _stats().norm.pdf(x, p["mu_data"], p["sigma_data"]), label="p_data")
+    ax.plot(x, _stats().norm.pdf(x, p["mu_g"], p["sigma_g"]), label="p_g")
     ax.set_xlabel("x")
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
@@ -257,7 +263,7 @@ def gaussian_jsd(theta: float, s: float, n: int = 20001) -> float:
     """JSD(N(0, s²)‖N(θ, s²)) by the trapezoid rule — a smoothed Dirac pair (→ log 2 as s → 0)."""
     half = abs(theta) / 2
     x = np.linspace(-half - 12 * s, half + 12 * s, n) + theta / 2
-    p, q = norm.pdf(x, 0, s), norm.pdf(x, theta, s)
+    p, q = _stats().norm.pdf(x, 0, s), _stats().norm.pdf(x, theta, s)
     m = 0.5 * (p + q)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = 0.5 * np.where(p > 0, p * np.log(p / m), 0.0) + 0.5 * np.where(q > 0, q * np.log(q / m), 0.0)
@@ -269,7 +275,7 @@ def dirac_table(thetas: np.ndarray) -> pd.DataFrame:
     rows = []
     for t in thetas:
         t = float(t)
-        rows.append({"theta": t, "JSD(d0,dtheta)": dirac_jsd(t), "W1_scipy": wasserstein_distance([0.0], [t]),
+        rows.append({"theta": t, "JSD(d0,dtheta)": dirac_jsd(t), "W1_scipy": _stats().wasserstein_distance([0.0], [t]),
                      "|theta|": abs(t), "JSD_smoothed_s=0.1": gaussian_jsd(t, 0.1),
                      "JSD_smoothed_s=0.5": gaussian_jsd(t, 0.5)})
     return pd.DataFrame(rows)
@@ -337,7 +343,7 @@ class GaussianGame:
     """
 
     def __init__(self, n: int = 512):
-        self.z = torch.tensor(norm.ppf((np.arange(n) + 0.5) / n), dtype=torch.float64)
+        self.z = torch.tensor(_stats().norm.ppf((np.arange(n) + 0.5) / n), dtype=torch.float64)
 
     def value(self, p: torch.Tensor) -> torch.Tensor:
         mu, s, a, b, c = p

@@ -47,6 +47,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, ProfondError
 from ..models.vqvae import VQVAE, usage_stats
 from ..registry import METHODS
+from .autoencoder import psnr
 from .base import Env
 from .generative import GenerativeMethod, batched
 
@@ -124,13 +125,14 @@ class VQVAEMethod(GenerativeMethod):
                 out = self.nets["model"](x)
             b = len(x)
             recon = recon_loss(out["logits"], x, self.opts.recon)
-            per_image = (torch.sigmoid(out["logits"].float()) - x).pow(2).flatten(1).mean(1)
+            pred = torch.sigmoid(out["logits"].float())
+            per_image = (pred - x).pow(2).flatten(1).mean(1)
             sums["loss"] += float(recon + out["vq_loss"]) * b
             sums["recon"] += float(recon) * b
             sums["vq_loss"] += float(out["codebook_loss"]) * b
             sums["commit"] += float(q.beta * out["commitment"]) * b
             sums["mse"] += float(per_image.sum())
-            sums["psnr"] += float(psnr(per_image).sum())
+            sums["psnr"] += float(psnr(pred, x).sum())
             counts += torch.bincount(out["indices"].flatten(), minlength=q.num_codes)
             n += b
         res = {k: v / max(n, 1) for k, v in sums.items()}
@@ -168,11 +170,6 @@ class VQVAEMethod(GenerativeMethod):
                               f"got {tuple(indices.shape)}.")
         return batched(lambda ib: torch.sigmoid(
             m.decode_indices(ib.to(self.env.device)).float()).cpu(), indices)
-
-
-def psnr(mse: Tensor) -> Tensor:
-    """Peak signal-to-noise ratio in dB of images in [0, 1]: ``10 log10(1 / MSE)`` (MSE floored at 1e-10)."""
-    return 10.0 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
 SPLITS = ("test", "train")
