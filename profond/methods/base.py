@@ -106,6 +106,15 @@ class Method:
         """Facts about the data / task for summary.json."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able training state of the method itself (not of its nets), saved in every
+        checkpoint's metadata so that a resumed run continues it exactly (e.g. a GAN's
+        collapse counter). Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (an empty dict from older checkpoints)."""
+
     def callbacks(self) -> list[Any]:
         """Training callbacks the family adds (:class:`profond.train.callbacks.Callback`), e.g.
         a GAN's fixed-noise sample grid at the end of every epoch. Only the main process runs them."""

@@ -36,7 +36,20 @@ wins outright (``D_x > 1 - collapse_eps`` and ``D_G_z < collapse_eps``) for ``co
 consecutive steps, :class:`~profond.errors.TrainingDiverged` is raised (the loop marks the run
 ``diverged``; its last checkpoint is the last good epoch). It applies to the losses whose D
 output reads as a probability/target in [0, 1] (minimax, non-saturating, least-squares);
-``collapse_steps: 0`` turns it off. The counter is not checkpointed (restarts at 0 on resume).
+``collapse_steps: 0`` turns it off. The counter is saved in checkpoints (``Method.state_dict``),
+so a resumed run continues it.
+
+Mode-collapse monitor (per step): every ``monitor_every``-th step, ``monitor_n`` of that step's
+fakes are classified by the shipped Fashion-MNIST net (28x28 grayscale data only) and the step
+logs ``class_entropy`` (normalised entropy of the predicted-class histogram: 1 = uniform, 0 =
+one class), ``missing_classes`` and ``max_class_fraction``, plus ``label_accuracy`` (fakes
+classified as their conditioning label) for a conditional model. The loop averages each over
+the steps that logged it. Cost: one feature-net pass on 64 images every 25 steps by default
+(about 4% of a features-32 DCGAN step on 2 CPU cores).
+
+LR schedules follow the loop's step counter (one step = one data batch) for both optimizers,
+so with ``n_critic > 1`` G's schedule advances on the steps where only D is updated: both
+nets see the same schedule as a function of training progress.
 
 Evaluation (``val_*``): FID (eq. of Heusel et al., :func:`profond.metrics.generative.fid`) of
 ``eval_n`` samples against the validation images on the features of the shipped Fashion-MNIST
@@ -94,6 +107,11 @@ class GANOptions:
     grid_n: int = 64
     #: seed of the grid's fixed noise
     grid_seed: int = 1234
+    #: mode-collapse monitor during training: every ``monitor_every``-th step (0 = off), the
+    #: class histogram of ``monitor_n`` of that step's fakes under the eval feature net
+    monitor_every: int = 25
+    #: fakes classified by that monitor
+    monitor_n: int = 64
 
 
 class SampleGrid(Callback):
@@ -157,6 +175,18 @@ class GANMethod(GenerativeMethod):
         self._collapse_run = 0
         self._last_gnorm_G = 0.0
         self._feature_net: nn.Module | None = None
+        # the feature net classifies 28x28 grayscale garments: the monitor (and the label
+        # accuracy of a conditional model) only means something on such images
+        self.monitor_on = (self.opts.monitor_every > 0 and self.opts.eval_features == "fmnist"
+                           and tuple(self.image_shape) == (1, 28, 28))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The collapse guard's counter and G's last gradient norm (a resumed run goes on with them)."""
+        return {"collapse_run": self._collapse_run, "last_gnorm_G": self._last_gnorm_G}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._collapse_run = int(state.get("collapse_run", 0))
+        self._last_gnorm_G = float(state.get("last_gnorm_G", 0.0))
 
     @staticmethod
     def check_options(o: GANOptions) -> None:
@@ -171,6 +201,8 @@ class GANMethod(GenerativeMethod):
             raise ConfigError("method.eval_n and method.grid_n must be >= 0.")
         if o.eval_n == 1:
             raise ConfigError("method.eval_n=1: the FID needs at least 2 samples (0 = off).")
+        if o.monitor_every < 0 or o.monitor_n < 1:
+            raise ConfigError("method.monitor_every must be >= 0 (0 = off) and method.monitor_n >= 1.")
 
     # -- pieces ----------------------------------------------------------------------------
     def optimizer_params(self) -> dict[str, Any]:
@@ -228,6 +260,8 @@ class GANMethod(GenerativeMethod):
         if o.loss == "wasserstein":
             out["wasserstein"] = (real_s.detach().float().mean() - fake_s.detach().float().mean())
         self.check_collapse(float(d_x), float(d_gz), ctx)
+        if self.monitor_on and ctx.step % o.monitor_every == 0:
+            out.update(self.class_monitor(fake[: o.monitor_n], None if y is None else y[: o.monitor_n]))
 
         # -- G step every n_critic-th step: minimise g_loss through D, D fixed
         if ctx.step % o.n_critic == 0:
@@ -244,6 +278,26 @@ class GANMethod(GenerativeMethod):
             self._last_gnorm_G = self.grad_norm(self.raw_nets["G"])
         out["grad_norm_G"] = self._last_gnorm_G
         return out
+
+    @torch.no_grad()
+    def class_monitor(self, fake: Tensor, labels: Tensor | None) -> dict[str, float]:
+        """Mode-collapse monitor on a batch of fakes in [-1, 1]: the normalised entropy of their
+        predicted-class histogram (1 = uniform over the classes, 0 = one class), the number of
+        classes no fake falls in (``missing_classes``), the largest class share, and, for a
+        conditional model, the share of fakes classified as their conditioning label
+        (``label_accuracy``, eq. 8.17's G should reach the feature net's accuracy on real data)."""
+        from ..metrics.generative import class_histogram
+
+        net = self.feature_net()
+        _, logits = net(((fake.detach().float() + 1) / 2).clamp(0, 1))
+        pred = logits.argmax(1)
+        hist = class_histogram(torch.nn.functional.one_hot(pred.cpu(), logits.shape[1]).double())
+        res = {"class_entropy": hist["normalised_entropy"],
+               "missing_classes": float(sum(c == 0 for c in hist["counts"].values())),
+               "max_class_fraction": hist["max_fraction"]}
+        if labels is not None and self.monitor_labels_ok(net):
+            res["label_accuracy"] = float((pred == labels.to(pred.device)).float().mean())
+        return res
 
     def check_collapse(self, d_x: float, d_gz: float, ctx: Any) -> None:
         """Raise TrainingDiverged after ``collapse_steps`` consecutive steps with D(x) ≈ 1, D(G(z)) ≈ 0."""
@@ -302,10 +356,17 @@ class GANMethod(GenerativeMethod):
             hist = class_histogram(p_fake, getattr(net, "class_names", None) or None)
             scores = {"fid": fid(f_real, f_fake), "class_entropy": hist["normalised_entropy"],
                       "missing_classes": len(hist["missing"]), "max_class_fraction": hist["max_fraction"]}
+            if labels is not None and self.monitor_labels_ok(net):
+                scores["label_accuracy"] = float((p_fake.argmax(1) == labels.cpu()).double().mean())
             if detailed:  # `profond eval`: its own --n samples give fid / class_histogram; keep ours apart
                 scores = {f"{k}_n{n}": v for k, v in scores.items()}
             res.update(scores)
         return res
+
+    def monitor_labels_ok(self, net: nn.Module) -> bool:
+        """The feature net's classes are this data's classes (so its prediction can grade labels)."""
+        names = list(getattr(net, "class_names", []) or [])
+        return bool(names) and names == [str(c) for c in self.classes]
 
     def describe(self) -> dict[str, Any]:
         o = self.opts

@@ -190,6 +190,9 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.acc_sums: dict[str, float] = {}
         self.acc_count = 0
+        #: steps that reported each metric: a metric a method logs every k-th step only
+        #: (e.g. a GAN's class-histogram monitor) is averaged over the steps that logged it
+        self.acc_ns: dict[str, int] = {}
         self.elapsed_before = 0.0
         self.samples_seen = 0
         self.history: list[dict[str, Any]] = []
@@ -232,6 +235,8 @@ class Trainer:
         loop = meta["loop"]
         self.step, self.epoch, self.start_batch = loop["step"], loop["epoch"], loop["batch"]
         self.acc_sums, self.acc_count = loop["acc_sums"], loop["acc_count"]
+        self.acc_ns = dict(loop.get("acc_ns", {}))
+        self.method.load_state_dict(loop.get("method_state", {}))
         self.elapsed_before = loop["elapsed"]
         self.samples_seen = loop["samples_seen"]
         if self.scaler is not None and loop.get("scaler"):
@@ -251,7 +256,8 @@ class Trainer:
             extra.update({f"ema.{name}.{k}": v for k, v in ema.state_dict().items()})
         loop = {
             "step": self.step, "epoch": self.epoch, "batch": batch, "rng": rng_meta,
-            "acc_sums": self.acc_sums, "acc_count": self.acc_count,
+            "acc_sums": self.acc_sums, "acc_count": self.acc_count, "acc_ns": self.acc_ns,
+            "method_state": self.method.state_dict(),
             "elapsed": self.elapsed_before + (time.perf_counter() - self.t_train),
             "samples_seen": self.samples_seen,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -319,11 +325,11 @@ class Trainer:
         tc, m, env = self.cfg.train, self.method, self.env
         data = m.train_data
         if self.start_batch == 0:
-            self.acc_sums, self.acc_count = {}, 0
+            self.acc_sums, self.acc_count, self.acc_ns = {}, 0, {}
         m.train()
         self.console.start_epoch(self.epoch, tc.epochs, self.steps_per_epoch, self.start_batch)
         window: dict[str, float] = {}
-        window_n = 0
+        window_ns: dict[str, int] = {}
         batch_idx = self.start_batch
         for batch_idx, batch in enumerate(data.batches(self.epoch, start=self.start_batch), start=self.start_batch):
             with self.autocast():
@@ -339,14 +345,15 @@ class Trainer:
             vals.update({f"grad_norm_{k}": v for k, v in self.ctx.grad_norms.items()})
             for k, v in vals.items():
                 self.acc_sums[k] = self.acc_sums.get(k, 0.0) + v
+                self.acc_ns[k] = self.acc_ns.get(k, 0) + 1
                 window[k] = window.get(k, 0.0) + v
+                window_ns[k] = window_ns.get(k, 0) + 1
             self.acc_count += 1
-            window_n += 1
             if self.step % tc.log_every == 0 and env.is_main:
-                avg = {f"train_{k}": v / window_n for k, v in window.items()}
+                avg = {f"train_{k}": v / window_ns[k] for k, v in window.items()}
                 avg["lr"] = self.lr()
                 self.tb.scalars(avg, self.step)
-                window, window_n = {}, 0
+                window, window_ns = {}, {}
             self.console.advance(n, {k: v for k, v in vals.items() if k in ("loss", "accuracy")})
             for cb in self.callbacks:
                 cb.on_step_end(self, self.step, vals)
@@ -365,7 +372,7 @@ class Trainer:
         # -- end of epoch: evaluate, log, checkpoint
         row: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step,
                                "time": round(self.elapsed(), 2), "lr": self.lr()}
-        row.update({f"train_{k}": v / max(self.acc_count, 1) for k, v in self.acc_sums.items()})
+        row.update({f"train_{k}": v / max(self.acc_ns.get(k, self.acc_count), 1) for k, v in self.acc_sums.items()})
         if m.val_data is not None and (self.epoch + 1) % tc.eval_every == 0:
             row.update({f"val_{k}": v for k, v in self.evaluate(m.val_data).items()
                         if isinstance(v, (int, float))})
