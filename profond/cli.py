@@ -318,34 +318,307 @@ def _pick(n_total: int, k: int, seed: int) -> Any:
     return torch.randperm(n_total, generator=g)[:k]
 
 
+#: most examples (rows) in one translation.png
+MAX_TRANSLATE = 64
+#: test images translated by `profond sample` on an image-to-image run without --input
+DEFAULT_TRANSLATE = 8
+
+
+def _is_img2img(method: Any) -> bool:
+    """An image-to-image run (pix2pix, srgan, cyclegan): it translates inputs, it does not sample."""
+    return callable(getattr(method, "translate", None)) and callable(getattr(method, "make_inputs", None))
+
+
+def _is_cycle(method: Any) -> bool:
+    """CycleGAN: ``translate(inputs, direction="ab"|"ba")``."""
+    import inspect
+
+    return "direction" in inspect.signature(method.translate).parameters
+
+
+def _parse_input(spec: str, n_total: int) -> list[int] | Path:
+    """``--input``: test indices (``17``, ``0,5,9``, ``0:8``, ``0:4,9``; ranges end-exclusive) or
+    the path of an image file (a path that looks like an index is written ``./17``)."""
+    import re
+
+    text = spec.strip()
+    form = "a test index (17), a list (0,5,9), a range (0:8, end excluded)"
+    if re.fullmatch(r"\d*\s*:\s*\d+|\d+(\s*:\s*\d+)?(\s*,\s*\d+(\s*:\s*\d+)?)*", text):
+        idx: list[int] = []
+        for part in text.split(","):
+            if ":" in part:
+                lo_s, hi_s = part.split(":")
+                lo, hi = int(lo_s or 0), int(hi_s)
+                if hi <= lo:
+                    raise ProfondError(f"--input {spec!r} has an empty range {part.strip()!r}; write START:END with "
+                                       "END > START (END excluded, e.g. 0:8).")
+                idx.extend(range(lo, hi))
+            else:
+                idx.append(int(part))
+        bad = [i for i in idx if i >= n_total]
+        if bad:
+            raise ProfondError(f"--input {spec!r}: test index {bad[0]} is out of range; use indices in "
+                               f"0..{n_total - 1}.")
+        if len(idx) > MAX_TRANSLATE:
+            raise ProfondError(f"--input {spec!r} names {len(idx)} examples; one figure takes at most "
+                               f"{MAX_TRANSLATE}: split the range.")
+        return idx
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ProfondError(f"--input {spec!r} is no image file, nor {form} in 0..{n_total - 1}; "
+                           "pass a test index or the path of a PNG/JPG.")
+    return path
+
+
+def _read_image(path: Path, shape: tuple[int, ...], invert: bool) -> Any:
+    """An image file as a ``(1, C, H, W)`` float tensor in [0, 1]: grayscale (or RGB when
+    ``C == 3``), resized (Lanczos) to ``H × W``; transparent pixels become background (black, or
+    white before ``invert``); ``invert`` maps ``v -> 1 - v`` (a dark object on a white page)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = (int(v) for v in shape)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.convert("RGBA")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ProfondError(f"--input {str(path)!r}: cannot read it as an image ({type(e).__name__}); "
+                           "pass a PNG or JPG file, or a test index.") from None
+    page = Image.new("RGBA", img.size, (255, 255, 255, 255) if invert else (0, 0, 0, 255))
+    img = Image.alpha_composite(page, img).convert("RGB" if c == 3 else "L")
+    img = img.resize((w, h), Image.Resampling.LANCZOS)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    x = torch.from_numpy(arr.copy())
+    x = x.permute(2, 0, 1) if x.ndim == 3 else x.unsqueeze(0)
+    x = x.unsqueeze(0)
+    return 1.0 - x if invert else x
+
+
+def _baseline_name(method: Any) -> str:
+    task = getattr(getattr(method, "opts", None), "task", None)
+    if task == "edges":
+        return "mean image"
+    if task == "inpaint":
+        return "mean fill"
+    if getattr(getattr(method, "opts", None), "scale", None):
+        return "bicubic"
+    return "baseline"
+
+
+def _input_name(method: Any, inputs: Any) -> str:
+    task = getattr(getattr(method, "opts", None), "task", None)
+    if task == "edges":
+        return "input (edges)"
+    if task == "inpaint":
+        return "input (masked)"
+    h, w = inputs.shape[-2:]
+    return f"input {h}×{w}" if tuple(inputs.shape[-2:]) != tuple(method.image_shape[1:]) else "input"
+
+
+def _domain_labels(method: Any) -> dict[str, str]:
+    """CycleGAN: ``{"a": "A (sneaker)", "b": "B (ankle boot)"}`` (class names when known)."""
+    opts, classes = getattr(method, "opts", None), method.classes
+    labels = {}
+    for k in ("a", "b"):
+        c = getattr(opts, f"domain_{k}", None)
+        labels[k] = f"{k.upper()} ({classes[c]})" if isinstance(c, int) and 0 <= c < len(classes) else k.upper()
+    return labels
+
+
+def _source_images(method: Any, cycle: bool, direction: str) -> Any:
+    """Test images the indices of --input count: all of them, or CycleGAN's source domain."""
+    x, y = method.test_images()
+    if not cycle:
+        return x
+    if callable(getattr(method, "split", None)):
+        a, b = method.split(x, y)
+    else:
+        a, b = (x[y == getattr(method.opts, f"domain_{k}")] for k in ("a", "b"))
+    return a if direction == "ab" else b
+
+
+def _psnr_table(title: str, header: list[str], rows: list[tuple[str, list[float]]]) -> Table:
+    """One row per example (values in dB, 2 decimals) and a mean row when there are several."""
+    t = Table(title=title)
+    for col in header:
+        t.add_column(col, justify="left" if col == "example" else "right")
+    for name, vals in rows:
+        t.add_row(name, *(f"{v:.2f}" for v in vals))
+    if len(rows) > 1:
+        t.add_row("mean", *(f"{sum(r[1][j] for r in rows) / len(rows):.2f}" for j in range(len(header) - 1)))
+    return t
+
+
+def _sample_img2img(method: Any, run_dir: Path, folder: Path, *, spec: str | None, n: int | None,
+                    as_input: bool, invert: bool, direction: str) -> list[Path]:
+    """``profond sample RUN --input ...`` on an image-to-image run. pix2pix / srgan: a table of
+    input | naive baseline | output | target and the PSNR of output and baseline vs the target;
+    cyclegan: source | translated | translated back and the PSNR of the cycle vs the source."""
+    import torch
+
+    from .methods.autoencoder import psnr
+    from .viz.images import save_image_table
+
+    cycle = _is_cycle(method)
+    if direction not in ("ab", "ba"):
+        raise ProfondError(f"--direction {direction!r}: use ab or ba.")
+    if direction != "ab" and not cycle:
+        raise ProfondError("--direction is for CycleGAN runs (two domains); drop it for pix2pix / srgan.")
+    source = _source_images(method, cycle, direction)
+    if spec is None:
+        k = min(n or DEFAULT_TRANSLATE, len(source), MAX_TRANSLATE)
+        which = f"domain {direction[0].upper()} " if cycle else ""
+        err.print(f"note: no --input: translating {which}test images 0:{k} (pass --input INDEX, 0,5,9, 0:8 or an "
+                  "image file).", highlight=False)
+        picked: list[int] | Path = list(range(k))
+    else:
+        picked = _parse_input(spec, len(source))
+    targets: Any = None
+    if isinstance(picked, Path):
+        shape = tuple(method.image_shape)
+        if as_input:  # the file is the model input: read it at the input's size (e.g. 14x14 for x2 SR)
+            inputs = _read_image(picked, tuple(method.make_inputs(torch.zeros(1, *shape)).shape[1:]), invert)
+        else:
+            targets = _read_image(picked, shape, invert)
+            inputs = method.make_inputs(targets).cpu()
+        names = [picked.name if len(picked.name) <= 18 else picked.name[:15] + "..."]
+    else:
+        if as_input:
+            raise ProfondError("--as-input applies to an image file (an edge map, a low-res image); "
+                               "a test index is always a target image: drop --as-input.")
+        targets = source[picked]
+        inputs = method.make_inputs(targets).cpu()
+        names = [f"{direction[0].upper() if cycle else 'test'} #{i}" for i in picked]
+
+    if cycle:
+        dom = _domain_labels(method)
+        src, dst = direction[0], direction[1]
+        fwd = method.translate(inputs, direction=direction)
+        back = method.translate(fwd, direction=dst + src)
+        p_cycle = psnr(back, inputs).tolist()
+        arrow = f"{src.upper()}→{dst.upper()}"
+        path = save_image_table([inputs, fwd, back], folder / f"translation-{direction}.png",
+                                [dom[src], arrow, f"{arrow}→{src.upper()}"], row_labels=names,
+                                notes=[None, None, [f"{v:.1f} dB" for v in p_cycle]],
+                                title=f"{run_dir.name}: {dom[src]} → {dom[dst]} → back (PSNR of the cycle vs the "
+                                      "source)")
+        out.print(_psnr_table("PSNR of the cycle vs the source (dB)", ["example", "cycle PSNR (dB)"],
+                              [(nm, [v]) for nm, v in zip(names, p_cycle, strict=True)]))
+        return [path]
+
+    output = method.translate(inputs)
+    base = None
+    if callable(getattr(method, "baseline", None)):
+        try:
+            base = method.baseline(method.to_device(inputs)).float().clamp(0, 1).cpu()
+        except NotImplementedError:
+            base = None
+    bname = _baseline_name(method)
+    columns, titles = [inputs], [_input_name(method, inputs)]
+    notes: list[list[str] | None] = [None]
+    p_out = psnr(output, targets).tolist() if targets is not None else None
+    p_base = psnr(base, targets).tolist() if targets is not None and base is not None else None
+    if base is not None:
+        columns.append(base)
+        titles.append(bname)
+        notes.append([f"{v:.1f} dB" for v in p_base] if p_base is not None else None)
+    columns.append(output)
+    titles.append("output")
+    notes.append([f"{v:.1f} dB" for v in p_out] if p_out is not None else None)
+    if targets is not None:
+        columns.append(targets)
+        titles.append("target")
+        notes.append(None)
+    task = getattr(getattr(method, "opts", None), "task", None)
+    title = (f"{run_dir.name}: {method.cfg.method.name}{' ' + task if task else ''}"
+             + ("" if targets is not None else " (the file is the model input)"))
+    path = save_image_table(columns, folder / "translation.png", titles, row_labels=names,
+                            notes=notes if p_out is not None else None, title=title)
+    if p_out is None:
+        err.print("note: --as-input: no target, so no PSNR.", highlight=False)
+        return [path]
+    header = ["example", "output PSNR (dB)"]
+    rows = [(nm, [p_out[i]]) for i, nm in enumerate(names)]
+    if p_base is not None:
+        header += [f"{bname} PSNR (dB)", "gain (dB)"]
+        rows = [(nm, [*vals, p_base[i], vals[0] - p_base[i]]) for i, (nm, vals) in enumerate(rows)]
+    out.print(_psnr_table("PSNR vs the target (dB)", header, rows))
+    return [path]
+
+
 @app.command(epilog="Examples:\n\n  profond sample runs/vae-fashion-mnist-20261122-101500\n\n"
              "  profond sample RUN_DIR --n 100 --seed 3 --out figs/\n\n"
-             "  profond sample RUN_DIR --recon   (also reconstructions.png; the only output for an AE)")
+             "  profond sample RUN_DIR --recon   (also reconstructions.png; the only output for an AE)\n\n"
+             "  profond sample runs/pix2pix-... --input 0:8   (image-to-image: translation.png)\n\n"
+             "  profond sample runs/srgan-... --input shoe.png   (the file is the 28x28 target, downsampled)\n\n"
+             "  profond sample runs/srgan-... --input small.png --as-input   (the file is the low-res input)\n\n"
+             "  profond sample runs/cyclegan-... --input 0,5,9 --direction ba")
 @user_errors
 def sample(
-    run_dir: Path = typer.Argument(..., help="A run folder of a generative model (`profond train vae ...`)."),
-    n: int = typer.Option(64, "--n", "-n", help="Number of samples."),
+    run_dir: Path = typer.Argument(..., help="A run folder of a generative model (`profond train vae ...`) or of an "
+                                   "image-to-image model (pix2pix, srgan, cyclegan)."),
+    n: int = typer.Option(None, "--n", "-n", help="Number of samples (default 64). Image-to-image runs without "
+                          f"--input: translate the first N test images (default {DEFAULT_TRANSLATE})."),
     nrow: int = typer.Option(None, "--nrow", help="Images per row (default ≈ sqrt(n))."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, same images)."),
     label: int = typer.Option(None, "--label", help="Class index for class-conditional models (ignored otherwise)."),
     recon: bool = typer.Option(False, "--recon", help="Also write reconstructions.png: test images (odd rows) "
                                "above their reconstructions (even rows)."),
+    input_: str = typer.Option(None, "--input", "-i", help="Image-to-image runs: a test index (17), a list (0,5,9) "
+                               "or a range (0:8, end excluded) of test images, or an image file (PNG/JPG, any size "
+                               "or mode: converted to grayscale and resized to the model's images, values in [0, 1]). "
+                               "A file is the TARGET-domain image (a garment) from which the task input is built as "
+                               "for the test images: its edges (pix2pix edges), its masked copy (pix2pix inpaint), "
+                               "its downsampled copy (srgan), itself as a domain-A image (cyclegan; domain B with "
+                               "--direction ba). CycleGAN indices count the source domain's test images."),
+    as_input: bool = typer.Option(False, "--as-input", help="With an image file: it already is the model input "
+                                  "(an edge map, a masked image, a low-res image, resized to the input size); "
+                                  "the figure then has no target column and no PSNR."),
+    invert: bool = typer.Option(False, "--invert", help="With an image file: use 1 - pixel (a dark object on a "
+                                "white page; the datasets have light objects on black)."),
+    direction: str = typer.Option("ab", "--direction", help="CycleGAN: ab (A -> B -> A) or ba (B -> A -> B)."),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder)."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     data_dir: str = typer.Option(None, "--data-dir", help="Root holding one folder per dataset."),
 ) -> None:
-    """Draw new images from a generative run: writes samples.png (a grid, nrow ≈ sqrt(n))."""
+    """Draw new images from a generative run: writes samples.png (a grid, nrow ≈ sqrt(n)).
+
+    Image-to-image runs (pix2pix, srgan: course 004 "Pix2Pix", "Super-Résolution avec GANs")
+    cannot sample: they translate. `--input` picks test images or an image file and writes
+    translation.png, one row per example: input | naive baseline (mean image, mean fill or
+    bicubic) | output | target, with the PSNR under each prediction, and prints a table of the
+    per-example PSNR of the output and of the baseline against the target. CycleGAN runs write
+    translation-ab.png (or -ba): source | translated | translated back, and the PSNR of the
+    cycle against the source. Without --input the first few test images are translated.
+    """
     import math
 
     import torch
 
     from .viz.images import save_grid
 
-    if n < 1:
+    if n is not None and n < 1:
         raise ProfondError(f"--n {n}: draw at least one sample.")
     method, trainer = _load_generative(run_dir, checkpoint, device, data_dir, "sample")
     folder = Path(out_dir) if out_dir else Path(run_dir)
+    name = trainer.cfg.method.name
+    if _is_img2img(method):
+        if recon:
+            raise ProfondError(f"--recon is for autoencoders; method {name!r} translates images: "
+                               "drop --recon (`profond sample RUN --input 0:8` writes translation.png).")
+        for p in _sample_img2img(method, run_dir, folder, spec=input_, n=n, as_input=as_input, invert=invert,
+                                 direction=direction):
+            out.print(str(p), highlight=False, soft_wrap=True)
+        return
+    if input_ is not None or as_input or invert or direction != "ab":
+        flag = ("--input" if input_ is not None else "--as-input" if as_input else "--invert" if invert
+                else "--direction")
+        raise ProfondError(f"{flag} is for image-to-image runs (pix2pix, srgan, cyclegan); run {str(run_dir)!r} is "
+                           f"a {name!r} run: drop {flag} (`profond sample RUN --n N` draws new images).")
+    n = 64 if n is None else n
     cols = nrow or max(1, math.ceil(math.sqrt(n)))
     written = []
     if method.can_sample:
@@ -378,15 +651,88 @@ def sample(
         out.print(str(p), highlight=False, soft_wrap=True)
 
 
+def _is_gan(method: Any) -> bool:
+    """A sampler of a vector latent without an encoder (a GAN): ``z(n, generator)`` and ``decode(z, labels)``."""
+    return (not method.has_latent and method.can_sample and bool(method.latent_dim)
+            and callable(getattr(method, "z", None)))
+
+
+def _latent_gan(method: Any, run_dir: Path, folder: Path, *, steps: int, pairs: int, seed: int,
+                label: int | None) -> list[Path]:
+    """``profond latent`` on a GAN: linear vs spherical interpolation between sampled codes
+    (interpolation.png) and, for a conditional GAN (§8.5), the class × z grid (class_grid.png)."""
+    import torch
+
+    from .methods.generative import slerp
+    from .viz.images import save_traversal
+
+    conditional = bool(getattr(method, "conditional", False))
+    k_cls = int(getattr(method, "num_classes", len(method.classes)))
+    cls = method.classes
+
+    def cname(c: int) -> str:
+        return cls[c] if c < len(cls) else str(c)
+
+    def tagged(c: int) -> str:  # "class 3" on digits, "3: dress" on Fashion-MNIST
+        return f"class {c}" if cname(c) == str(c) else f"{c}: {cname(c)}"
+
+    if label is not None and not conditional:
+        raise ProfondError("--label is for class-conditional GANs (model.conditional=true); drop it.")
+    if label is not None and not 0 <= label < k_cls:
+        raise ProfondError(f"--label {label}: use a class index in 0..{k_cls - 1}.")
+    z = method.z(2 * pairs, generator=method.generator(seed)).cpu().float()
+    t = torch.linspace(0, 1, steps)
+    rows, names = [], []
+    mid_lin, mid_sph, ends = [], [], []
+    for k in range(pairs):
+        za, zb = z[2 * k], z[2 * k + 1]
+        lab = None
+        tag = ""
+        if conditional:
+            c = label if label is not None else k % k_cls
+            lab = torch.full((steps,), c, dtype=torch.long)
+            tag = f", {tagged(c)}"
+        lin = (1 - t)[:, None] * za + t[:, None] * zb
+        sph = slerp(za, zb, t)
+        rows += [method.decode(lin, lab).cpu(), method.decode(sph, lab).cpu()]
+        names += [f"pair {k + 1} linear{tag}", f"pair {k + 1} slerp{tag}"]
+        mid_lin.append(float(((za + zb) / 2).norm()))
+        mid_sph.append(float(slerp(za, zb, 0.5).norm()))
+        ends += [float(za.norm()), float(zb.norm())]
+    written = [save_traversal(torch.stack(rows), folder / "interpolation.png", row_labels=names, values=t.tolist(),
+                              value_format="{:.2f}",
+                              title=f"{run_dir.name}: {pairs} pairs of z ~ N(0, I) (seed {seed}), linear vs "
+                                    f"spherical, t = 0..1")]
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    out.print(f"‖z‖ mean over {pairs} pairs: endpoints {mean(ends):.2f} (√d = {method.latent_dim ** 0.5:.2f}), "
+              f"midpoint linear {mean(mid_lin):.2f}, slerp {mean(mid_sph):.2f}", highlight=False)
+    if conditional:
+        zc = method.z(steps, generator=method.generator(seed)).cpu().float()
+        labels = torch.arange(k_cls).repeat_interleave(steps)
+        imgs = method.decode(zc.repeat(k_cls, 1), labels).cpu()
+        written.append(save_traversal(imgs.reshape(k_cls, steps, *imgs.shape[1:]), folder / "class_grid.png",
+                                      row_labels=[tagged(c) for c in range(k_cls)],
+                                      values=list(range(1, steps + 1)), value_format="z{:d}",
+                                      title=f"{run_dir.name}: each column one z (seed {seed}) rendered as every "
+                                            "class (§8.5)"))
+    return written
+
+
 @app.command(epilog="Examples:\n\n  profond latent runs/vae-fashion-mnist-20261122-101500\n\n"
              "  profond latent RUN_DIR --a 0 --b 7 --steps 12 --dims 8 --range 2.5 --out figs/\n\n"
-             "  profond latent runs/vqvae-... --codes   (VQ-VAE: export the code indices as safetensors)")
+             "  profond latent runs/vqvae-... --codes   (VQ-VAE: export the code indices as safetensors)\n\n"
+             "  profond latent runs/gan-... --pairs 6 --steps 12 --seed 3   (GAN: linear vs slerp)\n\n"
+             "  profond latent runs/cgan-... --steps 8   (conditional GAN: also class_grid.png)")
 @user_errors
 def latent(
-    run_dir: Path = typer.Argument(..., help="A run folder of a model with a latent space (AE, VAE, ...)."),
+    run_dir: Path = typer.Argument(..., help="A run folder of a model with a latent space (AE, VAE, GAN, ...)."),
     a: int = typer.Option(0, "--a", help="Test image index: start of the interpolation and centre of the traversal."),
     b: int = typer.Option(1, "--b", help="Test image index: end of the interpolation."),
-    steps: int = typer.Option(10, "--steps", help="Images along the interpolation and values per traversal row."),
+    steps: int = typer.Option(10, "--steps", help="Images along the interpolation and values per traversal row "
+                              "(GAN: also the z columns of the class grid)."),
+    pairs: int = typer.Option(4, "--pairs", help="GAN: pairs of sampled codes interpolated (two rows each)."),
+    label: int = typer.Option(None, "--label", help="Conditional GAN: class of every interpolation (default: "
+                              "pair k uses class k mod K)."),
     dims: int = typer.Option(8, "--dims", help="Latent dimensions in the traversal (the most active ones)."),
     range_: float = typer.Option(3.0, "--range", help="Traversal values in [-range, range] (prior std units for a "
                                  "VAE, the dimension's std for an AE) around the centre."),
@@ -397,12 +743,26 @@ def latent(
     out_dir: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder)."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
-    seed: int = typer.Option(0, "--seed", help="Seed (which test images the scatter shows when --points < test set)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (which test images the scatter shows when --points < test set; "
+                             "GAN: the codes z)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Root holding one folder per dataset."),
 ) -> None:
-    """Explore a latent space: writes interpolation.png (linear path between the codes of test images
-    --a and --b), traversal.png (one latent dimension at a time) and latent_scatter.png (test posterior
-    means by class; PCA when the latent has more than 2 dimensions)."""
+    """Explore a latent space.
+
+    AE / VAE: writes interpolation.png (linear path between the codes of test images --a and
+    --b), traversal.png (one latent dimension at a time) and latent_scatter.png (test posterior
+    means by class; PCA when the latent has more than 2 dimensions).
+
+    GAN (no encoder: --a/--b/--dims/--range/--center/--points do not apply): writes
+    interpolation.png, --pairs pairs of codes z_a, z_b drawn from N(0, I) with --seed, each
+    decoded along a linear path (1 - t) z_a + t z_b and a spherical one (slerp: sin((1 - t)Ω)/sin Ω
+    z_a + sin(tΩ)/sin Ω z_b, Ω the angle between them; it keeps ‖z‖ near √d where the prior's mass
+    is, whereas the linear midpoint shrinks to ≈ √(d/2)), and prints those norms. A conditional GAN
+    (§8.5) also gets class_grid.png: one row per class, one column per fixed z (--steps of them),
+    so each column shows the same noise rendered as every class.
+
+    VQ-VAE: --codes exports the discrete code indices (safetensors).
+    """
     import sys as _sys
 
     import numpy as np
@@ -423,9 +783,18 @@ def latent(
         path = export(method, folder / f"codes-{split}.safetensors", split=split, run=str(run_dir))
         out.print(str(path), highlight=False, soft_wrap=True)
         return
+    if _is_gan(method):
+        if steps < 2 or pairs < 1:
+            raise ProfondError("--steps must be >= 2 and --pairs >= 1.")
+        for p in _latent_gan(method, run_dir, folder, steps=steps, pairs=pairs, seed=seed, label=label):
+            out.print(str(p), highlight=False, soft_wrap=True)
+        return
+    if label is not None:
+        raise ProfondError("--label is for conditional GAN runs; drop it.")
     if not method.has_latent:
         hint = " it has discrete codes: use `profond latent RUN --codes`." if export else ""
-        raise ProfondError(f"method {name!r} has no vector latent space to explore;{hint or ' use an AE or VAE run.'}")
+        raise ProfondError(f"method {name!r} has no vector latent space to explore;"
+                           f"{hint or ' use an AE, VAE or GAN run.'}")
     if steps < 2 or dims < 1 or range_ <= 0 or points < 2:
         raise ProfondError("--steps must be >= 2, --dims >= 1, --range > 0 and --points >= 2.")
     if center not in ("image", "zero"):

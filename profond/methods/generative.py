@@ -154,3 +154,30 @@ def batched(fn, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Apply ``fn`` to ``x`` in chunks and concatenate (bounded memory for 10k-sample evals)."""
     outs = [fn(x[i: i + batch_size]) for i in range(0, len(x), batch_size)]
     return torch.cat(outs) if outs else x[:0]
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor | float, eps: float = 1e-7) -> Tensor:
+    """Spherical linear interpolation between latent vectors (White 2016, "Sampling generative
+    networks"; ``profond latent`` on a GAN, course 004 "Interprétation de l'Espace Latent des GANs")::
+
+        z(t) = sin((1 − t)Ω) / sin Ω · a + sin(tΩ) / sin Ω · b,     Ω = ∠(a, b)
+
+    ``a``, ``b``: ``(..., d)`` (the angle is taken along the last dimension); ``t``: a float or a
+    tensor whose shape, with a trailing 1 appended, broadcasts against ``a`` (``t`` of shape
+    ``(T,)`` and ``a`` of shape ``(d,)`` give ``(T, d)``). ``t = 0`` and ``t = 1`` return ``a`` and
+    ``b`` exactly; for equal norms every ``z(t)`` keeps that norm (the path stays on the sphere
+    where most of ``N(0, I)``'s mass lies, whereas the linear midpoint of two independent
+    draws has norm ≈ ``‖a‖ / √2``). Where ``sin Ω < eps`` (parallel or opposite vectors) it falls
+    back to the linear path ``(1 − t) a + t b``.
+    """
+    t = torch.as_tensor(t, dtype=a.dtype, device=a.device).unsqueeze(-1)
+    an = a / a.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
+    # Ω = 2 atan2(‖â − b̂‖, ‖â + b̂‖): accurate for small and large angles (acos is not near 0 and π)
+    omega = 2.0 * torch.atan2((an - bn).norm(dim=-1, keepdim=True), (an + bn).norm(dim=-1, keepdim=True))
+    so = torch.sin(omega)
+    linear = so.abs() < eps
+    safe = torch.where(linear, torch.ones_like(so), so)
+    wa = torch.where(linear, 1.0 - t, torch.sin((1.0 - t) * omega) / safe)
+    wb = torch.where(linear, t, torch.sin(t * omega) / safe)
+    return wa * a + wb * b

@@ -1,6 +1,6 @@
 """Figures of images: sample grids, interpolation strips, latent traversals, latent
-scatters, ROC curves and GIF animations of grids (``profond sample`` / ``latent`` / ``eval``,
-the generative experiments, and the GAN training animation).
+scatters, ROC curves, image-to-image tables and GIF animations of grids (``profond sample`` /
+``latent`` / ``eval``, the generative experiments, and the GAN training animation).
 
 Images come as float tensors or arrays in **[0, 1]**, shape ``(N, C, H, W)`` with ``C`` 1
 (grayscale) or 3 (RGB). Grids and strips are written pixel-exact with PIL (each image
@@ -136,9 +136,11 @@ def save_strip(images: Any, path: str | Path, title: str | None = None, pad: int
 
 
 def save_traversal(images: Any, path: str | Path, row_labels: Sequence[str] | None = None,
-                   values: Sequence[float] | None = None, title: str | None = None) -> Path:
+                   values: Sequence[float] | None = None, title: str | None = None,
+                   value_format: str = "{:+.1f}") -> Path:
     """A latent traversal: ``images`` ``(K, S, C, H, W)`` (or ``(K*S, C, H, W)`` with
-    ``row_labels`` of length K): one row per latent dimension, one column per value."""
+    ``row_labels`` of length K): one row per latent dimension, one column per value
+    (column ticks ``value_format.format(v)``; also used for GAN interpolations and class grids)."""
     x = _np(images)
     if x.ndim == 5:
         k, s = x.shape[:2]
@@ -156,7 +158,7 @@ def save_traversal(images: Any, path: str | Path, row_labels: Sequence[str] | No
                   list(row_labels) if row_labels else [""] * k, fontsize=7)
     if values is not None:
         ax.set_xticks([pad + j * (w + pad) + w / 2 for j in range(s)],
-                      [f"{v:+.1f}" for v in values], fontsize=6)
+                      [value_format.format(v) for v in values], fontsize=6)
     else:
         ax.set_xticks([])
     ax.tick_params(length=0)
@@ -164,6 +166,47 @@ def save_traversal(images: Any, path: str | Path, row_labels: Sequence[str] | No
         side.set_visible(False)
     if title:
         ax.set_title(title, fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_image_table(columns: Sequence[Any], path: str | Path, col_titles: Sequence[str],
+                     row_labels: Sequence[str] | None = None, notes: Sequence[Sequence[str] | None] | None = None,
+                     title: str | None = None, cell: float = 1.1) -> Path:
+    """A table of images (``profond sample RUN --input`` on image-to-image runs): ``columns[j]``
+    is a batch ``(N, C, H_j, W_j)`` in [0, 1], one image per row; column ``j`` is titled
+    ``col_titles[j]``, row ``i`` labelled ``row_labels[i]``, and ``notes[j][i]`` (e.g. a PSNR)
+    is written under cell ``(i, j)``. Columns may hold images of different sizes (a 14×14
+    super-resolution input next to its 28×28 output): every cell is drawn at the same display
+    size with nearest-neighbour pixels. The figure is about ``cell`` inches (at 120 dpi) per
+    image in each direction, so its height grows linearly with the number of rows."""
+    cols = [_to_numpy(c) for c in columns]
+    if not cols or len(col_titles) != len(cols):
+        raise ValueError(f"save_image_table needs one title per column, got {len(col_titles)} for {len(cols)}")
+    n = len(cols[0])
+    if n == 0 or any(len(c) != n for c in cols):
+        raise ValueError(f"every column needs the same number (> 0) of images, got {[len(c) for c in cols]}")
+    k = len(cols)
+    note_h = 0.15 if notes is not None else 0.0
+    fig, axes = plt.subplots(n, k, figsize=(cell * k + (0.9 if row_labels else 0.1),
+                                            (cell + note_h) * n + 0.35 + (0.25 if title else 0.0)),
+                             squeeze=False, layout="constrained")
+    for i in range(n):
+        for j in range(k):
+            ax, img = axes[i][j], cols[j][i]
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            else:
+                ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(col_titles[j], fontsize=8)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
+            if notes is not None and notes[j] is not None and notes[j][i]:
+                ax.set_xlabel(notes[j][i], fontsize=7, labelpad=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 
 
@@ -246,5 +289,5 @@ def animate_grids(frames: Sequence[Any], path_gif: str | Path, nrow: int | None 
                      loop=loop, optimize=False)
 
 
-__all__ = ["animate_grids", "grid_size", "make_grid", "pca_2d", "save_grid", "save_latent_scatter",
-           "save_roc", "save_strip", "save_traversal"]
+__all__ = ["animate_grids", "grid_size", "make_grid", "pca_2d", "save_grid", "save_image_table",
+           "save_latent_scatter", "save_roc", "save_strip", "save_traversal"]
