@@ -1,4 +1,5 @@
-"""Reusable layers: activations, norms, init schemes, conv blocks (see :mod:`.layers`)."""
+"""Reusable layers: activations, norms, init schemes, conv blocks (see :mod:`.layers`),
+recurrent cells and layers of chapter 5 (see :mod:`.rnn`)."""
 
 from .layers import (
     ACTIVATIONS,
@@ -14,6 +15,23 @@ from .layers import (
     parameter_table,
     separable_ratio,
 )
+from .rnn import (
+    GRUCell,
+    GRULayer,
+    LSTMCell,
+    LSTMLayer,
+    Recurrent,
+    RecurrentTrace,
+    RNNCell,
+    RNNLayer,
+    copy_from_torch,
+    copy_to_torch,
+    detach_state,
+    param_count,
+    tbptt_chunks,
+    tbptt_forward,
+    torch_parameter_map,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -28,4 +46,20 @@ __all__ = [
     "norm_layer",
     "parameter_table",
     "separable_ratio",
+    # recurrent (chapter 5)
+    "GRUCell",
+    "GRULayer",
+    "LSTMCell",
+    "LSTMLayer",
+    "RNNCell",
+    "RNNLayer",
+    "Recurrent",
+    "RecurrentTrace",
+    "copy_from_torch",
+    "copy_to_torch",
+    "detach_state",
+    "param_count",
+    "tbptt_chunks",
+    "tbptt_forward",
+    "torch_parameter_map",
 ]
