@@ -119,6 +119,8 @@ _LOADED = False
 # Every module that registers something. Later issues append to this list.
 _MODULES = [
     "profond.data.vision",
+    "profond.data.text",
+    "profond.data.series",
     "profond.models.mlp",
     "profond.models.cnn",
     "profond.methods.classification",

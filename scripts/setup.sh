@@ -12,7 +12,7 @@ extras=""
 
 if command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
-  pkgs="dataset-fashion-mnist"
+  pkgs="dataset-fashion-mnist fortunes fortunes-min fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-ru"
   python3 -c "import venv, ensurepip" 2>/dev/null || pkgs="$pkgs python3 python3-venv python3-pip"
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
