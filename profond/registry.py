@@ -123,6 +123,8 @@ _MODULES = [
     "profond.data.series",
     "profond.models.mlp",
     "profond.models.cnn",
+    "profond.models.rnn",
+    "profond.models.seq2seq",
     "profond.methods.classification",
     "profond.models.ae",
     "profond.metrics.features",
