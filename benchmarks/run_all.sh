@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every benchmark in turn (about 70 minutes on a 2-core CPU); results in benchmarks/results/.
+# Run every benchmark in turn (about 2 hours on a 2-core CPU); results in benchmarks/results/.
 # Usage: bash benchmarks/run_all.sh [--quick]   (--quick: one seed for time-to-accuracy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,3 +12,4 @@ echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (timings assume an otherwise idle m
 "$PY" benchmarks/course_vs_profond.py
 "$PY" benchmarks/time_to_accuracy.py --all --seeds "${seeds[@]}"
 "$PY" benchmarks/generative.py --epochs 10 --iwae-k 1000 --iwae-n 500 --samples 10000 --anomaly-epochs 5
+"$PY" benchmarks/gan.py --epochs 5
