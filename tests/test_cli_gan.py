@@ -338,3 +338,14 @@ def test_errors_exit_2(runs, args, words, tmp_path):
     for w in words:
         assert w in r.output, r.output
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name", ["pix2pix", "srgan", "cyclegan"])
+def test_profond_eval_on_image_to_image_runs(runs, name, tmp_path):
+    """`profond eval` (which asks for detailed metrics) works on every image-to-image family."""
+    import json
+
+    r = ok("eval", runs[name], "--json", "--n", "0")
+    ev = json.loads(r.output.strip().splitlines()[-1])
+    key = "cycle_psnr" if name == "cyclegan" else "baseline_psnr"
+    assert key in ev and ev[key] > 0, ev

@@ -189,7 +189,9 @@ class Img2ImgMethod(GenerativeMethod):
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+        """Mean L1 / PSNR (and SSIM for SR) of G's outputs and of the naive baseline against
+        the targets (``detailed`` is accepted for ``profond eval``; the metrics are the same)."""
         sums: dict[str, float] = {}
         n = 0
         with self.eval_mode("G") as G:
@@ -351,6 +353,61 @@ class SRGANMethod(Img2ImgMethod):
 # CycleGAN (unpaired)
 
 
+class ImagePool:
+    """History of generated images (Shrivastava et al. 2017; Zhu et al. 2017 §4 "Training
+    details": a buffer of the 50 last fakes). :meth:`query` takes a batch of fresh fakes and
+    returns, image by image: while the pool is not full, the fresh image (stored); then with
+    probability 1/2 a **past** fake drawn uniformly from the pool (and replaced there by the
+    fresh one), else the fresh image itself. The discriminator thus keeps seeing older
+    generator outputs, which damps the G/D oscillation. ``size=0``: no pool (identity).
+    Draws use torch's global RNG (seeded and checkpointed by the loop); the content travels
+    in checkpoints through :meth:`state_dict` so a resumed run continues exactly."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self.images: list[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @torch.no_grad()
+    def query(self, fakes: Tensor) -> Tensor:
+        fakes = fakes.detach()
+        if self.size <= 0:
+            return fakes
+        out = []
+        for img in fakes:
+            if len(self.images) < self.size:
+                self.images.append(img.clone())
+                out.append(img)
+            elif float(torch.rand(())) < 0.5:
+                i = int(torch.randint(len(self.images), ()))
+                out.append(self.images[i].to(img.dtype))
+                self.images[i] = img.clone()
+            else:
+                out.append(img)
+        return torch.stack(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able: the stored images as base64 float32 bytes."""
+        import base64
+
+        if not self.images:
+            return {"shape": None, "data": ""}
+        t = torch.stack(self.images).float().cpu().contiguous()
+        return {"shape": list(t.shape), "data": base64.b64encode(t.numpy().tobytes()).decode("ascii")}
+
+    def load_state_dict(self, state: dict[str, Any], device: Any = None) -> None:
+        import base64
+
+        import numpy as np
+
+        self.images = []
+        if state and state.get("shape"):
+            arr = np.frombuffer(base64.b64decode(state["data"]), dtype=np.float32).reshape(state["shape"])
+            self.images = list(torch.from_numpy(arr.copy()).to(device))
+
+
 @dataclass
 class CycleGANOptions:
     #: class index of domain A and of domain B (Fashion-MNIST: 7 sneaker, 9 ankle boot)
@@ -358,60 +415,100 @@ class CycleGANOptions:
     domain_b: int = 9
     #: adversarial loss (Zhu et al. use least squares)
     loss: str = "least-squares"
+    #: weight of the two adversarial terms of the generator loss
+    adv_weight: float = 1.0
     #: λ of the cycle-consistency L1 (Zhu et al.: 10)
     cycle_weight: float = 10.0
     #: weight of the identity L1 ``|G_ab(b) − b| + |G_ba(a) − a|`` (Zhu et al.: 0.5 λ)
     identity_weight: float = 5.0
+    #: size of each discriminator's history of fakes (Zhu et al.: 50; 0 = the current batch only)
+    pool_size: int = 50
+    #: PatchGAN width and number of stride-2 layers (on 28×28, 2: 7×7 logits seeing 18×18 patches;
+    #: 3: 3×3 logits seeing 38×38, the whole garment: needed to judge a silhouette)
     d_base: int = 32
     d_layers: int = 2
     #: rate of A->B translations classified as B by the fmnist feature net (None: only on fashion-mnist)
     classify: bool | None = None
 
 
-@METHODS.register("cyclegan", help="CycleGAN: two U-Nets, two PatchGANs, cycle + identity L1 (unpaired)")
+@METHODS.register("cyclegan", help="CycleGAN: two U-Nets, two PatchGANs, LSGAN + cycle + identity L1, pool of fakes (unpaired)")
 class CycleGANMethod(GenerativeMethod):
     """CycleGAN (Zhu et al. 2017; course 004 "CycleGAN: Traduction d'Image Non-Supervisée"):
     ``G_ab: A -> B``, ``G_ba: B -> A``, discriminators ``D_a``, ``D_b`` (unconditional
     PatchGANs) on two **unpaired** domains, the images of classes ``domain_a`` and
-    ``domain_b``. Generator loss (optimizer ``"G"``, both generators)::
+    ``domain_b``. Generator loss (optimizer ``"G"``, both generators), the paper's eq. (3)
+    ``L_GAN(G_ab, D_b) + L_GAN(G_ba, D_a) + λ L_cyc`` plus its identity term (§5.2)::
 
-        g_loss(D_b(G_ab(a))) + g_loss(D_a(G_ba(b)))
-        + cycle_weight · (|G_ba(G_ab(a)) − a|₁ + |G_ab(G_ba(b)) − b|₁)       (cycle consistency)
+        adv_weight · (g_loss(D_b(G_ab(a))) + g_loss(D_a(G_ba(b))))
+        + cycle_weight · (|G_ba(G_ab(a)) − a|₁ + |G_ab(G_ba(b)) − b|₁)       (cycle, eq. 2)
         + identity_weight · (|G_ab(b) − b|₁ + |G_ba(a) − a|₁)                (identity)
 
-    and ``d_loss`` for each discriminator (optimizer ``"D"``). Training batches are the
-    mixed A/B images of the filtered training set, split by label (the pairs are never used).
+    and ``d_loss`` for each discriminator (optimizer ``"D"``; least squares by default, the
+    paper's LSGAN, course §8 losses in :mod:`~profond.methods.gan_losses`) on real images
+    against fakes drawn from an :class:`ImagePool` of past fakes (``pool_size``).
+    Training batches are the mixed A/B images of the filtered training set, split by label
+    (the pairs are never used).
+
+    Why the defaults (the paper's loss weights) translate poorly here (sneaker <-> ankle
+    boot differ in silhouette, not texture): with a U-Net whose full-resolution skip carries
+    the input to the output, the identity term and an 18×18-patch discriminator, the
+    generators settle on a near-identity map (cycle L1 0.02 but 3 % of "boots" recognised as
+    boots). What makes the translation happen (recipe ``fmnist-cyclegan``):
+    ``model.skips=inner`` (no pixel-copy path: the output is redrawn from ≤ H/2 features),
+    ``model.norm=instance`` (per-image statistics; after 200 steps BatchNorm gave 89 % / 29 %
+    against 98 % / 55 %), ``identity_weight`` 0.5 (0 did as well), ``d_layers=3`` (3×3
+    logits, each seeing the whole garment: a silhouette is not a local texture), equal G / D
+    learning rates (D at 1/4 of G's rate: fewer boots turned into sneakers), a cosine-decayed
+    LR. 600 steps of batch 32: 99 % / 94 % of the translations classified as the target
+    class, cycle PSNR 19.9 dB.
+
     :meth:`evaluate`: ``cycle_l1`` (mean of both directions, the monitored ``loss``),
-    ``identity_l1`` and, on Fashion-MNIST, ``to_b_rate`` / ``to_a_rate``: the fraction of
-    translated images the fmnist feature net classifies as the target class (next to
-    ``real_b_rate``, its accuracy on real B images, and ``source_as_b_rate``, the rate for
-    untranslated A images: the no-op baseline).
+    ``cycle_psnr``, ``identity_l1`` and, on Fashion-MNIST, ``to_b_rate`` / ``to_a_rate``:
+    the fraction of translated images the fmnist feature net classifies as the target class
+    (next to ``real_b_rate`` / ``real_a_rate``, its accuracy on real images, and
+    ``source_as_b_rate`` / ``source_as_a_rate``, the rates for untranslated images: the no-op
+    baseline).
     """
 
     Options = CycleGANOptions
     can_sample = False
     ema_nets = ("G_ab", "G_ba")
     monitor = ("val_loss", "min")
+    #: generator model names accepted in cfg.model.name
+    generators: tuple[str, ...] = ("unet",)
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
-        self._domains_checked = False
         super().__init__(cfg, env, with_data=False)
         o = self.opts
         check_loss(o.loss)
         k = len(self.classes)
         if not (0 <= o.domain_a < k and 0 <= o.domain_b < k) or o.domain_a == o.domain_b:
             raise ConfigError(f"method.domain_a / domain_b must be two different classes in 0..{k - 1}.")
-        if min(o.cycle_weight, o.identity_weight) < 0:
-            raise ConfigError("method.cycle_weight / identity_weight must be >= 0.")
-        if cfg.model.name != "unet":
-            raise ConfigError(f"method 'cyclegan' needs model.name=unet, got {cfg.model.name!r}.")
+        if min(o.cycle_weight, o.identity_weight, o.adv_weight) < 0:
+            raise ConfigError("method.cycle_weight / identity_weight / adv_weight must be >= 0.")
+        if o.pool_size < 0:
+            raise ConfigError("bad value for 'method.pool_size': must be >= 0 (0 = no pool).")
+        if o.d_layers < 1:
+            raise ConfigError("bad value for 'method.d_layers': must be >= 1.")
+        if cfg.model.name not in self.generators:
+            raise ConfigError(f"method 'cyclegan' needs model.name in {list(self.generators)}, "
+                              f"got {cfg.model.name!r}.")
         if with_data:
             self.train_data, self.val_data = self.build_loaders()
         c = self.image_shape[0]
         d = dict(in_channels=c, base=o.d_base, n_layers=o.d_layers)
         self.nets = {"G_ab": self.build_model(), "G_ba": self.build_model(),
                      "D_a": MODELS.build("patchgan", **d), "D_b": MODELS.build("patchgan", **d)}
+        #: histories of fake A (for D_a) and fake B (for D_b)
+        self.pools = {"a": ImagePool(o.pool_size), "b": ImagePool(o.pool_size)}
         self._feat: nn.Module | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pools": {k: p.state_dict() for k, p in self.pools.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, s in state.get("pools", {}).items():
+            self.pools[k].load_state_dict(s, device=self.env.device)
 
     def _keep(self, y: Tensor) -> Tensor:
         return (y == self.opts.domain_a) | (y == self.opts.domain_b)
@@ -448,15 +545,17 @@ class CycleGANMethod(GenerativeMethod):
         o, n = self.opts, self.nets
         with ctx.autocast():
             fake_b, fake_a = n["G_ab"](a), n["G_ba"](b)
-            ld = (d_loss(o.loss, n["D_b"](b), n["D_b"](fake_b.detach()))
-                  + d_loss(o.loss, n["D_a"](a), n["D_a"](fake_a.detach())))
+            past_b, past_a = self.pools["b"].query(fake_b), self.pools["a"].query(fake_a)
+            ld = (d_loss(o.loss, n["D_b"](b), n["D_b"](past_b))
+                  + d_loss(o.loss, n["D_a"](a), n["D_a"](past_a)))
         ctx.optimize(ld, "D")
         with ctx.autocast():
-            adv = g_loss(o.loss, n["D_b"](fake_b)) + g_loss(o.loss, n["D_a"](fake_a))
+            adv = (g_loss(o.loss, n["D_b"](fake_b)) + g_loss(o.loss, n["D_a"](fake_a))
+                   if o.adv_weight > 0 else fake_b.new_zeros((), dtype=torch.float32))
             cyc = (n["G_ba"](fake_b) - a).abs().mean() + (n["G_ab"](fake_a) - b).abs().mean()
             idt = ((n["G_ab"](b) - b).abs().mean() + (n["G_ba"](a) - a).abs().mean()
                    if o.identity_weight > 0 else cyc.new_zeros(()))
-            lg = adv + o.cycle_weight * cyc + o.identity_weight * idt
+            lg = o.adv_weight * adv + o.cycle_weight * cyc + o.identity_weight * idt
         ctx.optimize(lg, "G")
         return {"loss_d": ld.detach(), "loss_g": lg.detach(), "adv": adv.detach(), "cycle": cyc.detach(),
                 "identity": idt.detach()}
@@ -473,7 +572,9 @@ class CycleGANMethod(GenerativeMethod):
         return self._feat
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+        """Cycle / identity L1, cycle PSNR and the target-class rates (class docstring); the
+        same metrics with ``detailed=True`` (``profond eval``)."""
         o = self.opts
         s: dict[str, float] = {}
         na = nb = 0
@@ -485,8 +586,11 @@ class CycleGANMethod(GenerativeMethod):
             for x, y in batches.batches(0):
                 a, b = self.split(x.float(), y)
                 fb, fa = gab(a).float(), gba(b).float()
-                add("cycle_a", (gba(fb).float() - a).abs().flatten(1).mean(1))
-                add("cycle_b", (gab(fa).float() - b).abs().flatten(1).mean(1))
+                ra, rb = gba(fb).float().clamp(0, 1), gab(fa).float().clamp(0, 1)
+                add("cycle_a", (ra - a).abs().flatten(1).mean(1))
+                add("cycle_b", (rb - b).abs().flatten(1).mean(1))
+                add("cycle_psnr_a", psnr(ra, a))
+                add("cycle_psnr_b", psnr(rb, b))
                 add("identity_a", (gba(a).float() - a).abs().flatten(1).mean(1))
                 add("identity_b", (gab(b).float() - b).abs().flatten(1).mean(1))
                 if self.classify():
@@ -494,15 +598,18 @@ class CycleGANMethod(GenerativeMethod):
                     add("to_b", net(fb)[1].argmax(1) == o.domain_b)
                     add("to_a", net(fa)[1].argmax(1) == o.domain_a)
                     add("real_b", net(b)[1].argmax(1) == o.domain_b)
+                    add("real_a", net(a)[1].argmax(1) == o.domain_a)
                     add("source_as_b", net(a)[1].argmax(1) == o.domain_b)
+                    add("source_as_a", net(b)[1].argmax(1) == o.domain_a)
                 na, nb = na + len(a), nb + len(b)
         na, nb = max(na, 1), max(nb, 1)
-        res = {"cycle_l1": 0.5 * (s["cycle_a"] / na + s["cycle_b"] / nb),
-               "identity_l1": 0.5 * (s["identity_a"] / na + s["identity_b"] / nb)}
+        res = {"cycle_l1": 0.5 * (s.get("cycle_a", 0.0) / na + s.get("cycle_b", 0.0) / nb),
+               "cycle_psnr": 0.5 * (s.get("cycle_psnr_a", 0.0) / na + s.get("cycle_psnr_b", 0.0) / nb),
+               "identity_l1": 0.5 * (s.get("identity_a", 0.0) / na + s.get("identity_b", 0.0) / nb)}
         res["loss"] = res["cycle_l1"]
         if self.classify():
-            res.update(to_b_rate=s["to_b"] / na, to_a_rate=s["to_a"] / nb, real_b_rate=s["real_b"] / nb,
-                       source_as_b_rate=s["source_as_b"] / na)
+            res.update({f"{k}_rate": s.get(k, 0.0) / (na if k in ("to_b", "real_a", "source_as_b") else nb)
+                        for k in ("to_b", "to_a", "real_b", "real_a", "source_as_b", "source_as_a")})
         return res
 
     def make_inputs(self, x01: Tensor) -> Tensor:

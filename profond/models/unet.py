@@ -22,17 +22,42 @@ from ..errors import ConfigError
 from ..registry import MODELS
 
 
-def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
-    """Conv 4×4 stride 2 (halves H, W) -> BN -> LeakyReLU(0.2): Isola et al.'s C-k block."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
-    if norm:
-        layers.append(nn.BatchNorm2d(cout))
+def _down(cin: int, cout: int, norm: bool | str = True) -> nn.Sequential:
+    """Conv 4×4 stride 2 (halves H, W) -> BN -> LeakyReLU(0.2): Isola et al.'s C-k block
+    (``norm``: ``True``/``"batch"``, ``"instance"``, or ``False`` for none)."""
+    kind = "batch" if norm is True else norm
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not kind)]
+    if kind:
+        layers.append(_norm(kind, cout))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
     return nn.Sequential(*layers)
 
 
-def _conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def _norm(kind: str, c: int) -> nn.Module:
+    """``batch`` (Pix2Pix) or ``instance`` (CycleGAN: per-image statistics, affine)."""
+    return nn.BatchNorm2d(c) if kind == "batch" else nn.InstanceNorm2d(c, affine=True)
+
+
+def _conv(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), _norm(norm, cout), nn.ReLU(inplace=True))
+
+
+#: accepted values of ``UNet(skips=...)`` (booleans are aliases of ``all`` / ``none``)
+SKIPS = ("all", "inner", "none")
+NORMS = ("batch", "instance")
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ConfigError(f"bad value for 'model.{name}': {value!r}. Valid values: {', '.join(valid)}.")
+    return value
+
+
+def skip_mode(skips: bool | str) -> str:
+    """``True`` -> ``"all"``, ``False`` -> ``"none"``, else one of :data:`SKIPS`."""
+    if isinstance(skips, bool):
+        return "all" if skips else "none"
+    return _check_choice("skips", str(skips).lower(), SKIPS)
 
 
 class UNet(nn.Module):
@@ -43,29 +68,41 @@ class UNet(nn.Module):
     encoder's features of the **same resolution** concatenated (``skips=True``), including the
     full-resolution ones, which carry the fine detail of the input straight to the output (the
     course's "connexions de sauts ... cruciales pour préserver les détails fins").
-    ``skips=False`` is the plain encoder-decoder ablation of Isola et al. (fig. 5).
+    ``skips=False`` (or ``"none"``) is the plain encoder-decoder ablation of Isola et al.
+    (fig. 5). ``skips="inner"`` keeps every skip **but the full-resolution one**: the output
+    can no longer copy the input pixel by pixel and must be redrawn from features at ≤ H/2,
+    which is what an unpaired translation that changes a silhouette (CycleGAN, §8 / course
+    004 "CycleGAN") needs (with ``depth=1`` it equals ``"none"``); the default ``True``
+    (``"all"``) is Pix2Pix's.
+    ``norm="instance"`` replaces BatchNorm by affine InstanceNorm (CycleGAN, Zhu et al. 2017:
+    per-image statistics, identical in train and eval mode).
 
     Inputs whose H, W are not multiples of ``2**depth`` are reflect/zero padded and the output
     cropped back. Output: ``sigmoid`` of the last 1×1 conv, in [0, 1].
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 32, depth: int = 2,
-                 skips: bool = True, dropout: float = 0.0):
+                 skips: bool | str = True, dropout: float = 0.0, norm: str = "batch"):
         super().__init__()
         if depth < 1:
             raise ConfigError(f"unet depth={depth} must be >= 1.")
-        self.depth, self.skips = depth, skips
+        _check_choice("norm", norm, NORMS)
+        mode = skip_mode(skips)
+        self.depth, self.mode = depth, mode
+        #: per decoder stage (coarsest first): does it get the encoder's features
+        self.use_skip = [mode == "all" or (mode == "inner" and i > 0) for i in reversed(range(depth))]
+        self.skips = any(self.use_skip)
         ch = [min(base * 2**i, 8 * base) for i in range(depth + 1)]
-        self.inc = _conv(in_channels, ch[0])
-        self.downs = nn.ModuleList(_down(ch[i], ch[i + 1]) for i in range(depth))
-        self.mid = _conv(ch[-1], ch[-1])
+        self.inc = _conv(in_channels, ch[0], norm)
+        self.downs = nn.ModuleList(_down(ch[i], ch[i + 1], norm=norm) for i in range(depth))
+        self.mid = _conv(ch[-1], ch[-1], norm)
         self.ups = nn.ModuleList()
         self.fuse = nn.ModuleList()
-        for i in reversed(range(depth)):
+        for i, skip in zip(reversed(range(depth)), self.use_skip, strict=True):
             self.ups.append(nn.Sequential(nn.ConvTranspose2d(ch[i + 1], ch[i], 4, 2, 1, bias=False),
-                                          nn.BatchNorm2d(ch[i]), nn.ReLU(inplace=True),
+                                          _norm(norm, ch[i]), nn.ReLU(inplace=True),
                                           nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()))
-            self.fuse.append(_conv(ch[i] * (2 if skips else 1), ch[i]))
+            self.fuse.append(_conv(ch[i] * (2 if skip else 1), ch[i], norm))
         self.out = nn.Conv2d(ch[0], out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -80,7 +117,7 @@ class UNet(nn.Module):
         y = self.mid(feats[-1])
         for i, (up, fuse) in enumerate(zip(self.ups, self.fuse, strict=True)):
             y = up(y)
-            if self.skips:
+            if self.use_skip[i]:
                 y = torch.cat([y, feats[-2 - i]], 1)
             y = fuse(y)
         return torch.sigmoid(self.out(y))[..., :h, :w]
@@ -152,10 +189,13 @@ class SRNet(nn.Module):
 @MODELS.register("unet", help="U-Net generator with skip connections (Pix2Pix, Isola et al. 2017)",
                  tags=("method:pix2pix",))
 def unet(in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, base: int = 32,
-         depth: int = 2, skips: bool = True, dropout: float = 0.0, in_channels: int | None = None) -> UNet:
-    """``in_channels`` defaults to the image channels (num_classes is ignored)."""
+         depth: int = 2, skips: bool | str = True, dropout: float = 0.0, in_channels: int | None = None,
+         norm: str = "batch") -> UNet:
+    """``in_channels`` defaults to the image channels (num_classes is ignored). ``skips``:
+    ``true``/``all`` (Pix2Pix), ``inner`` (no full-resolution skip, for CycleGAN) or
+    ``false``/``none``; ``norm``: ``batch`` or ``instance``."""
     c = int(in_shape[0])
-    return UNet(in_channels or c, c, base=base, depth=depth, skips=skips, dropout=dropout)
+    return UNet(in_channels or c, c, base=base, depth=depth, skips=skips, dropout=dropout, norm=norm)
 
 
 @MODELS.register("patchgan", help="PatchGAN discriminator: one logit per patch (Pix2Pix)")
