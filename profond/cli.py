@@ -1,4 +1,4 @@
-"""The ``profond`` command line: train, eval, sample, latent, list, experiment.
+"""The ``profond`` command line: train, eval, sample, latent, generate, list, experiment.
 
 Every user error (unknown name, bad override, missing data) prints one line naming the
 problem and the fix, and exits with code 2, without a traceback.
@@ -204,7 +204,8 @@ def eval_(
     t = _write_eval(folder / "eval.json", metrics, as_json, run_dir)
     if t is None:
         return
-    for k in ("accuracy", "loss", "examples"):
+    for k in ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1", "loss", "bpc", "unigram_bpc",
+              "bigram_bpc", "examples"):
         if k in metrics:
             t.add_row(k, f"{metrics[k]:.4f}" if isinstance(metrics[k], float) else str(metrics[k]))
     for c, a in metrics.get("per_class_accuracy", {}).items():
@@ -837,6 +838,68 @@ def latent(
                                        title=f"{run_dir.name} ({len(z)} test means)"))
     for p in written:
         out.print(str(p), highlight=False, soft_wrap=True)
+
+
+@app.command(epilog="Examples:\n\n  profond generate runs/char-lm-fortune-chars-20261122-101500 --prompt \"The \"\n\n"
+             "  profond generate RUN --prompt Linux --temperature 0.8 --top-p 0.9 --n 3 --length 300 --seed 1\n\n"
+             "  profond generate RUN --prompt \"A \" --temperature 0   (greedy)")
+@user_errors
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run folder of a character language model (model char-lm)."),
+    prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue (every character must be in the "
+                               "run's vocabulary)."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature (> 0; 0 = greedy)."),
+    top_k: int = typer.Option(None, "--top-k", help="Sample among the K most likely characters only."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: among the smallest set of most likely "
+                                "characters whose probability reaches P (in (0, 1])."),
+    n: int = typer.Option(1, "--n", help="Number of samples."),
+    length: int = typer.Option(200, "--length", "-l", help="Characters generated after the prompt."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for generated.txt (default: the run folder)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Root holding one folder per dataset."),
+) -> None:
+    """Sample text from a character language model (chapter 5): writes generated.txt and prints it.
+
+    The model reads the fortune separator then the prompt, and samples each next character
+    from softmax(logits / T), restricted to the --top-k most likely and to the --top-p nucleus.
+    """
+    from . import config as C
+    from .methods.sequence import TOKENIZER_FILE, CharLMMethod, check_sampling
+
+    _check_checkpoint(checkpoint)
+    check_sampling(temperature, top_k, top_p)
+    if n < 1 or length < 0:
+        raise ProfondError("--n must be >= 1 and --length >= 0.")
+    if not (run_dir / "config.yaml").is_file():
+        raise ProfondError(f"{run_dir}: no config.yaml there; pass a run folder made by `profond train`.")
+    cfg = C.resolve_method(C.RunConfig.load(run_dir / "config.yaml"))
+    if cfg.method.name != "char-lm":
+        raise ProfondError(f"{run_dir} is a {cfg.method.name!r} run ({cfg.model.name}); `profond generate` needs "
+                           "a character language model run (profond train char-lm -d fortune-chars).")
+    _set_data_dir(data_dir)
+    from .train.loop import load_run
+
+    method, trainer = load_run(run_dir, checkpoint=checkpoint, device=device)
+    if not isinstance(method, CharLMMethod):  # pragma: no cover - guarded by the config check
+        raise ProfondError(f"{run_dir} is not a character language model run.")
+    if (run_dir / TOKENIZER_FILE).is_file():
+        method.attach_run(run_dir)
+    texts = method.generate(prompt, n=n, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                            seed=seed)
+    folder = Path(out_dir) if out_dir else Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    sep = "\n" + "-" * 40 + "\n"
+    from .train.io import atomic_write_text
+
+    path = folder / "generated.txt"
+    atomic_write_text(path, sep.join(texts) + "\n")
+    for i, t in enumerate(texts):
+        if i:
+            out.print(sep, end="", markup=False, highlight=False)
+        out.print(t, markup=False, highlight=False, soft_wrap=True)
+    err.print(f"generated.txt: {path}", highlight=False, soft_wrap=True)
 
 
 def _write_eval(path: Path, metrics: dict[str, Any], as_json: bool, run_dir: Path) -> Table | None:

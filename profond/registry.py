@@ -136,6 +136,7 @@ _MODULES = [
     "profond.methods.gan",
     "profond.models.unet",
     "profond.methods.img2img",
+    "profond.methods.sequence",
     "profond.experiments",
 ]
 

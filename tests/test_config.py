@@ -86,5 +86,10 @@ def test_every_recipe_resolves_and_builds(name):
 
     cfg = resolve(recipe=name)
     assert recipe_help(name), f"recipe {name} needs a '# description' first line"
-    model = MODELS.build(cfg.model.name, in_shape=(1, 28, 28), num_classes=10, **cfg.model.args)
+    from profond.registry import builder_params
+
+    # image models take the image shape, text models a vocabulary size: pass what the builder takes
+    sizes = {"in_shape": (1, 28, 28), "num_classes": 10, "vocab_size": 100}
+    params = builder_params(MODELS.get(cfg.model.name))
+    model = MODELS.build(cfg.model.name, **{k: v for k, v in sizes.items() if k in params}, **cfg.model.args)
     assert sum(p.numel() for p in model.parameters()) > 0

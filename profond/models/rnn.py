@@ -213,7 +213,7 @@ class RNNClassifier(nn.Module):
         return self.head(self.encode(tokens, lengths))
 
 
-@MODELS.register("rnn-classifier", tags=("text", "rnn"),
+@MODELS.register("rnn-classifier", tags=("text", "rnn", "method:text-classifier"),
                  help="embedding + (Bi)LSTM/GRU/RNN + pooling + linear head (course §5.8, §5.9)")
 def rnn_classifier(
     vocab_size: int = 1000, num_classes: int = 2, embed_dim: int = 128, hidden_size: int = 128,
@@ -307,7 +307,7 @@ class CharLM(nn.Module):
         return torch.cat(out, dim=1)
 
 
-@MODELS.register("char-lm", tags=("text", "rnn", "generative"),
+@MODELS.register("char-lm", tags=("text", "rnn", "generative", "method:char-lm"),
                  help="character language model: embedding + LSTM/GRU + linear to vocab (ch. 5)")
 def char_lm(
     vocab_size: int = 128, embed_dim: int = 64, hidden_size: int = 256, num_layers: int = 2,

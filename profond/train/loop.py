@@ -611,6 +611,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
     for name, ema in trainer.emas.items():  # evaluate EMA weights, as training did
         ema.copy_to(trainer.method.raw_nets[name])
     trainer.checkpoint_path = path
+    attach = getattr(trainer.method, "attach_run", None)
+    if attach is not None:  # e.g. a text method reloads the tokenizer saved with the run
+        attach(run_dir)
     return trainer.method, trainer
 
 

@@ -1,0 +1,705 @@
+"""Sequence models I (course ch. 5-6): text classification and a character language model.
+
+Two methods plug the recurrent models of :mod:`profond.models.rnn` into the one loop:
+
+``text-classifier`` (§5.8: topic classification, language identification)
+    Tokenization, fitted on the training texts only and saved as ``RUN/tokenizer.json``:
+
+    * ``method.tokenizer=char`` - one id per character (:class:`~profond.data.tokenize.CharTokenizer`);
+      the default (``auto``) for ``fortune-languages``, where spelling is the signal;
+    * ``method.tokenizer=bpe`` - byte-level BPE (:class:`~profond.data.tokenize.BPETokenizer`,
+      ``method.bpe_vocab`` tokens); the default for ``fortune-topics``: words matter, and
+      unlike a word vocabulary BPE has no out-of-vocabulary token.
+
+    Texts are cut to ``method.max_len`` tokens and padded per batch with their lengths
+    (``pack_padded_sequence``, §5.8) by :class:`TokenBatches`, a seeded, resumable loader
+    (optionally bucketing texts of similar length). Loss: cross-entropy (eq. 1.x, §1.3).
+    Evaluation: accuracy, macro-F1 (mean over the classes of ``2 TP / (2 TP + FP + FN)``,
+    the classes being those present in the labels or the predictions, as in scikit-learn's
+    ``f1_score(average="macro")``) and the confusion matrix (``profond eval RUN`` draws
+    ``confusion.png``). A bag-of-words baseline (TF-IDF + multinomial logistic regression,
+    scikit-learn) fitted on the same training split is reported next to the model
+    (``baseline_accuracy``, ``baseline_macro_f1``): character 1-3-grams for a char
+    tokenizer, words (1-2-grams) for BPE.
+
+``char-lm`` (chapter 5, char-level language model, truncated BPTT §5.3)
+    The training text is cut into ``data.batch_size`` contiguous parallel streams read
+    ``method.bptt`` characters at a time by :class:`StreamBatches`; the recurrent state is
+    carried from one batch to the next and detached (truncated BPTT). The carried state is
+    reset at the start of every epoch (each epoch also shifts the streams by a seeded
+    offset in ``[0, bptt)``) and, so that a run resumed mid-epoch is exact, it is saved in
+    the checkpoints' method state. Loss: mean negative log-likelihood in nats per
+    character; evaluation reports bits per character ``bpc = loss / ln 2``, the next-char
+    accuracy, and the bpc of two baselines fitted on the training text, measured on the
+    very same predicted characters: the add-one smoothed unigram ``p(c) = (n_c + 1) / (N + V)``
+    and bigram ``p(c | a) = (n_ac + 1) / (n_a + V)`` (``V`` the tokenizer's vocabulary,
+    ``n_a`` the count of ``a`` followed by any character). :meth:`CharLMMethod.generate`
+    samples with temperature, top-k and top-p (nucleus) filtering (``profond generate``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import RunConfig
+from ..data.loader import mix_seed
+from ..data.text import END_OF_FORTUNE, CharCorpus, TextClassData
+from ..data.tokenize import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, pad_batch
+from ..errors import CheckpointError, ConfigError, ProfondError
+from ..registry import DATASETS, METHODS, MODELS, check_kwargs
+from ..train.callbacks import Callback
+from .base import Env, Method
+
+TOKENIZER_FILE = "tokenizer.json"
+LN2 = math.log(2.0)
+
+
+# ----------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _shard(size: int, rank: int, world: int) -> tuple[int, int]:
+    """This rank's contiguous ``[lo, hi)`` of ``size`` items (like ``torch.tensor_split``)."""
+    base, extra = divmod(size, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def _build_dataset(cfg: RunConfig, options: dict[str, Any], progress: bool, kind: type, hint: str) -> Any:
+    """Build ``cfg.data`` (with the method's ``dataset`` options) after checking that its builder
+    returns ``kind`` (so that an image dataset is never loaded, or downloaded, by mistake)."""
+    d = cfg.data
+    ret = getattr(DATASETS.get(d.name), "__annotations__", {}).get("return")
+    if ret not in (kind, kind.__name__):
+        raise ConfigError(f"data.name={d.name!r} is not {hint}.")
+    return DATASETS.build(d.name, data_dir=d.data_dir, download=d.download, progress=progress,
+                          **dict(options))
+
+
+def _check_sizes(cfg: RunConfig, names: Sequence[str]) -> None:
+    """``names`` (``vocab_size``, ``num_classes``) come from the data, not from ``model.*``."""
+    clash = sorted(set(names) & set(cfg.model.args))
+    if clash:
+        raise ConfigError(f"model.{clash[0]} is set by the data (tokenizer / classes); drop --set model.{clash[0]}=...")
+
+
+def _build_model(cfg: RunConfig, **sizes: Any) -> torch.nn.Module:
+    """Build ``cfg.model`` with the sizes the data decides (``vocab_size``, ``num_classes``)."""
+    _check_sizes(cfg, list(sizes))
+    fn = MODELS.get(cfg.model.name)
+    try:
+        check_kwargs(fn, dict(sizes), f"model {cfg.model.name!r}")
+    except ConfigError:
+        raise ConfigError(f"model {cfg.model.name!r} does not take a vocabulary ({', '.join(sizes)}); "
+                          f"method {cfg.method.name!r} needs a text model (see `profond list models`).") from None
+    return MODELS.build(cfg.model.name, **sizes, **cfg.model.args)
+
+
+class _SaveTokenizer(Callback):
+    """Writes the method's tokenizer to ``RUN/tokenizer.json`` (a resumed run checks it)."""
+
+    def __init__(self, method: Any):
+        self.method = method
+
+    def on_train_start(self, loop: Any) -> None:
+        path = Path(loop.run_dir) / TOKENIZER_FILE
+        if path.is_file():
+            saved = load_tokenizer(path)
+            if saved != self.method.tokenizer:
+                raise CheckpointError(
+                    f"{path} differs from the tokenizer fitted now on the training data (did the "
+                    "installed fortunes change?); resume on the same data or start a new run.")
+            return
+        self.method.tokenizer.save(path)
+
+
+def _attach_tokenizer(method: Any, run_dir: str | Path) -> Tokenizer:
+    """Load ``run_dir/tokenizer.json`` into ``method`` (the run's own vocabulary)."""
+    path = Path(run_dir) / TOKENIZER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: the run saved no tokenizer (was it made by `profond train`?).")
+    tok = load_tokenizer(path)
+    if tok.vocab_size != method.tokenizer.vocab_size:
+        raise CheckpointError(f"{path} has {tok.vocab_size} tokens but the model was built for "
+                              f"{method.tokenizer.vocab_size}; the data changed since training.")
+    method.tokenizer = tok
+    return tok
+
+
+# ----------------------------------------------------------------------------------------
+# text classification (§5.8)
+
+
+class TokenBatches:
+    """Padded mini-batches ``(tokens (B, T), lengths (B,), labels (B,))`` of token-id lists.
+
+    Like :class:`profond.data.loader.Batches`: epoch ``e``'s order depends on ``(seed, e)``
+    only, so ``batches(e, start=k)`` yields exactly batches ``k, k+1, ...`` of the full epoch
+    (exact resume). With ``bucket``, the shuffled examples are cut into pools of
+    ``bucket_batches`` batches, each pool sorted by length (less padding) and the batch
+    order shuffled again. With ``world_size`` W every rank builds the same global batch
+    and keeps its contiguous share; a last batch with fewer than W texts is dropped.
+    """
+
+    def __init__(self, seqs: Sequence[Sequence[int]], labels: Tensor, *, batch_size: int, shuffle: bool,
+                 seed: int = 0, device: str | torch.device = "cpu", pad_id: int = 0, bucket: bool = False,
+                 bucket_batches: int = 50, rank: int = 0, world_size: int = 1, split: str = "train"):
+        if len(seqs) != len(labels):
+            raise ValueError(f"{len(seqs)} texts but {len(labels)} labels")
+        if not len(seqs):
+            raise ConfigError(f"the {split} split holds no text; use a dataset with more examples.")
+        if batch_size < 1 or batch_size % world_size:
+            raise ConfigError(f"data.batch_size={batch_size} must be >= 1 and divisible by the world size {world_size}.")
+        if any(len(s) == 0 for s in seqs):
+            raise ValueError("every text must have at least one token")
+        self.seqs = [list(s) for s in seqs]
+        self.labels = labels.to(torch.int64)
+        self.lengths = torch.tensor([len(s) for s in self.seqs], dtype=torch.int64)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
+        self.device, self.pad_id, self.bucket = torch.device(device), pad_id, bucket
+        self.bucket_batches, self.rank, self.world_size, self.split = bucket_batches, rank, world_size, split
+        full, rest = divmod(len(self.seqs), self.batch_size)
+        self._num_batches = full + (1 if rest >= max(world_size, 1) and rest else 0)
+        self.num_samples = sum(hi - lo for lo, hi in (_shard(len(b), rank, world_size) for b in self._plan(0)))
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def _plan(self, epoch: int) -> list[Tensor]:
+        """The index tensors of the epoch's batches (global, before sharding)."""
+        n, b = len(self.seqs), self.batch_size
+        if not self.shuffle:
+            order = torch.arange(n)
+            return list(order.split(b))[: self._num_batches]
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        order = torch.randperm(n, generator=g)
+        if not self.bucket:
+            return list(order.split(b))[: self._num_batches]
+        batches: list[Tensor] = []
+        for pool in order.split(b * self.bucket_batches):
+            pool = pool[torch.argsort(self.lengths[pool], descending=True, stable=True)]
+            batches += list(pool.split(b))
+        full = [x for x in batches if len(x) == b]
+        tail = [x for x in batches if len(x) < b]
+        full = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
+        # the partial pieces of the pools are merged into whole batches (+ one last partial)
+        rest = torch.cat(tail) if tail else torch.empty(0, dtype=torch.int64)
+        out = full + list(rest.split(b))
+        return out[: self._num_batches]
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        plan = self._plan(epoch)
+        for k in range(start, len(plan)):
+            idx = plan[k]
+            lo, hi = _shard(len(idx), self.rank, self.world_size)
+            idx = idx[lo:hi].tolist()
+            tokens, lengths = pad_batch([self.seqs[i] for i in idx], pad_id=self.pad_id)
+            yield (tokens.to(self.device), lengths, self.labels[idx].to(self.device))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        return self.batches(0)
+
+
+def macro_f1(confusion: Tensor | np.ndarray) -> float:
+    """Macro-F1 from a confusion matrix (rows: true class, columns: predicted), over the
+    classes present in the labels or the predictions (scikit-learn's convention)."""
+    c = torch.as_tensor(np.asarray(confusion), dtype=torch.float64)
+    tp = c.diag()
+    support, predicted = c.sum(1), c.sum(0)
+    present = (support + predicted) > 0
+    if not present.any():
+        return 0.0
+    f1 = 2 * tp / (support + predicted).clamp_min(1e-12)  # 2TP / (2TP + FP + FN)
+    return float(f1[present].mean())
+
+
+def bow_baseline(train: Sequence[str], y_train: Sequence[int], analyzer: str, threads: int | None = None) -> Any:
+    """Fit the bag-of-words baseline: TF-IDF features (``analyzer``: ``"word"`` 1-2-grams or
+    ``"char"`` 1-3-grams within word boundaries) + multinomial logistic regression (C=10)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    if analyzer == "char":
+        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
+    else:
+        vec = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    pipe = make_pipeline(vec, LogisticRegression(C=10.0, max_iter=1000))
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(limits=threads) if threads else None
+    except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
+        limit = None
+    try:
+        pipe.fit(list(train), np.asarray(y_train))
+    finally:
+        if limit is not None:
+            limit.restore_original_limits()
+    return pipe
+
+
+@dataclass
+class TextClassifierOptions:
+    #: auto (char for fortune-languages, bpe otherwise) | char | bpe
+    tokenizer: str = "auto"
+    #: vocabulary size of the BPE tokenizer (4 specials + 256 bytes + merges)
+    bpe_vocab: int = 2000
+    #: texts are cut to this many tokens
+    max_len: int = 400
+    #: sort pools of shuffled texts by length before batching (less padding)
+    bucket: bool = True
+    #: ε of label smoothing
+    label_smoothing: float = 0.0
+    #: fit and report the TF-IDF + logistic-regression baseline on val/test
+    baseline: bool = True
+    #: keyword options of the dataset builder, e.g. ``{max_per_class: 200}``
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+
+@METHODS.register("text-classifier", help="text classification: tokenizer + (Bi)LSTM/GRU, macro-F1, "
+                  "BoW baseline (§5.8)")
+class TextClassifier(Method):
+    """Topic / language classification of fortunes with an ``rnn-classifier`` (§5.8)."""
+
+    Options = TextClassifierOptions
+    monitor = ("val_accuracy", "max")
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        super().__init__(cfg, env)
+        o = self.opts
+        if o.tokenizer not in ("auto", "char", "bpe"):
+            raise ConfigError(f"bad value for 'method.tokenizer': {o.tokenizer!r}. Valid values: auto, char, bpe.")
+        if o.max_len < 1:
+            raise ConfigError("bad value for 'method.max_len': must be >= 1.")
+        if not 0.0 <= o.label_smoothing < 1.0:
+            raise ConfigError("bad value for 'method.label_smoothing': must be in [0, 1).")
+        _check_sizes(cfg, ("vocab_size", "num_classes"))
+        self.data: TextClassData = _build_dataset(
+            cfg, o.dataset, env.is_main and not cfg.train.quiet, TextClassData,
+            "a text classification dataset; use fortune-topics or fortune-languages")
+        self.classes = list(self.data.classes)
+        self.tokenizer_kind = o.tokenizer if o.tokenizer != "auto" else (
+            "char" if self.data.name == "fortune-languages" else "bpe")
+        train_texts = self.train_texts()
+        if self.tokenizer_kind == "char":
+            self.tokenizer: Tokenizer = CharTokenizer.fit(train_texts)
+        else:
+            if o.bpe_vocab < 261:
+                raise ConfigError("bad value for 'method.bpe_vocab': must be >= 261 (4 specials + 256 bytes + 1).")
+            self.tokenizer = BPETokenizer.train(train_texts, vocab_size=o.bpe_vocab)
+        self.nets = {"model": _build_model(cfg, vocab_size=self.tokenizer.vocab_size,
+                                           num_classes=len(self.classes))}
+        self._baseline: Any = None
+        self._baseline_scores: dict[str, dict[str, float]] = {}
+        if with_data:
+            self.train_data = self.loader("train", shuffle=True)
+            self.val_data = self.loader("val", shuffle=False) if self.data.val else None
+
+    def train_texts(self) -> list[str]:
+        rows = self.data.train[: self.cfg.data.subset] if self.cfg.data.subset else self.data.train
+        return [t for t, _ in rows]
+
+    def attach_run(self, run_dir: str | Path) -> None:
+        """Use the tokenizer saved in ``run_dir`` (``load_run`` / ``profond generate``)."""
+        _attach_tokenizer(self, run_dir)
+
+    def callbacks(self) -> list[Any]:
+        return [_SaveTokenizer(self)]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        out = []
+        for t in texts:
+            ids = self.tokenizer.encode(t)[: self.opts.max_len]
+            out.append(ids or [self.tokenizer.unk_id])  # an empty text reads as one <unk>
+        return out
+
+    def loader(self, split: str, *, shuffle: bool) -> TokenBatches:
+        rows = self.data.split(split)
+        if split == "train" and self.cfg.data.subset:
+            rows = rows[: self.cfg.data.subset]
+        d, env = self.cfg.data, self.env
+        return TokenBatches(
+            self.encode([t for t, _ in rows]), torch.tensor([y for _, y in rows], dtype=torch.int64),
+            batch_size=d.batch_size if shuffle else d.eval_batch_size, shuffle=shuffle, seed=self.cfg.train.seed,
+            device=env.device, pad_id=self.tokenizer.pad_id, bucket=self.opts.bucket and shuffle,
+            rank=env.rank if shuffle else 0, world_size=env.world_size if shuffle else 1, split=split)
+
+    def test_data(self) -> TokenBatches:
+        return self.loader("test", shuffle=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.data.name, "data_source": self.data.source, "classes": self.classes,
+                "tokenizer": self.tokenizer_kind, "vocab_size": self.tokenizer.vocab_size,
+                "max_len": self.opts.max_len,
+                "train_examples": len(self.train_texts()), "val_examples": len(self.data.val),
+                "test_examples": len(self.data.test), "dropped": dict(self.data.dropped),
+                "baseline": (f"tf-idf {'char 1-3-grams' if self.tokenizer_kind == 'char' else 'word 1-2-grams'}"
+                             " + logistic regression") if self.opts.baseline else None}
+
+    # -- baseline ----------------------------------------------------------------------------
+    def baseline_scores(self, split: str) -> dict[str, float]:
+        """Accuracy and macro-F1 of the bag-of-words baseline on ``split`` (cached)."""
+        if split not in self._baseline_scores:
+            if self._baseline is None:
+                rows = self.data.train[: self.cfg.data.subset] if self.cfg.data.subset else self.data.train
+                self._baseline = bow_baseline([t for t, _ in rows], [y for _, y in rows],
+                                              "char" if self.tokenizer_kind == "char" else "word",
+                                              threads=self.cfg.train.threads)
+            rows = self.data.split(split)
+            y = np.asarray([y for _, y in rows])
+            pred = self._baseline.predict([t for t, _ in rows])
+            k = len(self.classes)
+            conf = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+            self._baseline_scores[split] = {"baseline_accuracy": float((pred == y).mean()),
+                                            "baseline_macro_f1": macro_f1(conf)}
+        return self._baseline_scores[split]
+
+    # -- training ----------------------------------------------------------------------------
+    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+        tokens, lengths, y = batch
+        logits = self.nets["model"](tokens, lengths)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.opts.label_smoothing)
+        ctx.optimize(loss)
+        return {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean()}
+
+    @torch.no_grad()
+    def predict(self, batches: Any, ctx: Any) -> tuple[Tensor, Tensor, float]:
+        """``(labels, predictions, summed cross-entropy)`` over ``batches`` in loader order."""
+        ys, preds, loss_sum = [], [], 0.0
+        for tokens, lengths, y in batches.batches(0):
+            with ctx.autocast():
+                logits = self.nets["model"](tokens, lengths)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            ys.append(y.cpu())
+            preds.append(logits.argmax(1).cpu())
+        return torch.cat(ys), torch.cat(preds), loss_sum
+
+    @torch.no_grad()
+    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+        k = len(self.classes)
+        y, pred, loss_sum = self.predict(batches, ctx)
+        confusion = torch.bincount(y * k + pred, minlength=k * k).view(k, k)
+        n = len(y)
+        out: dict[str, Any] = {"loss": loss_sum / max(n, 1),
+                               "accuracy": confusion.diag().sum().item() / max(n, 1),
+                               "macro_f1": macro_f1(confusion)}
+        split = getattr(batches, "split", None)
+        if self.opts.baseline and split in ("val", "test"):
+            out.update(self.baseline_scores(split))
+        if detailed:
+            per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+            out["per_class_accuracy"] = {c: round(a, 4) for c, a in zip(self.classes, per_class.tolist(), strict=True)}
+            out["confusion_matrix"] = confusion.tolist()
+            out["examples"] = n
+            out["predictions"] = pred.tolist()
+        return out
+
+
+# ----------------------------------------------------------------------------------------
+# character language model (ch. 5)
+
+
+class StreamBatches:
+    """Contiguous parallel streams for truncated BPTT: ``(x (B, T), y (B, T), first, last)``.
+
+    The text ``ids`` (from a seeded offset ``o`` in ``[0, offset_max]`` drawn per epoch from
+    ``(seed, epoch)``) is cut into ``B`` equal streams of ``n`` characters; batch ``k`` holds
+    characters ``kT .. kT+T-1`` of every stream and ``y`` the next ones. Stream ``b`` of batch
+    ``k+1`` continues stream ``b`` of batch ``k``, so the recurrent state can be carried.
+    ``first`` / ``last`` mark the epoch's first and last batch (reset points). ``n`` does
+    not depend on the offset, so every epoch has ``len()`` batches; ``batches(e, start=k)``
+    yields batches ``k, ...`` of epoch ``e`` exactly. With ``world_size`` W each rank keeps
+    its contiguous share of the ``B`` streams. Without shuffling the offset is 0 and the
+    predicted characters are ``ids[1 : B n + 1]`` (:meth:`targets`).
+    """
+
+    def __init__(self, ids: Tensor, *, batch_size: int, bptt: int, shuffle: bool, seed: int = 0,
+                 device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1, split: str = "train"):
+        if bptt < 1 or batch_size < 1:
+            raise ConfigError("method.bptt and data.batch_size must be >= 1.")
+        if batch_size < world_size:
+            raise ConfigError(f"data.batch_size={batch_size} streams cannot be shared by {world_size} processes.")
+        self.offset_max = bptt - 1 if shuffle else 0
+        n = (len(ids) - 1 - self.offset_max) // batch_size
+        if n < 1:
+            raise ConfigError(f"the {split} text ({len(ids)} characters) is too short for {batch_size} streams "
+                              f"(+{self.offset_max} offset); lower data.batch_size / method.bptt.")
+        self.ids = ids.to(torch.int64)
+        self.batch_size, self.bptt, self.shuffle, self.seed = batch_size, bptt, shuffle, int(seed)
+        self.device, self.rank, self.world_size, self.split = torch.device(device), rank, world_size, split
+        self.stream_len = n
+        self.lo, self.hi = _shard(batch_size, rank, world_size)
+        self.num_samples = (self.hi - self.lo) * n  # characters predicted per epoch by this rank
+
+    def __len__(self) -> int:
+        return math.ceil(self.stream_len / self.bptt)
+
+    def offset(self, epoch: int) -> int:
+        if not self.offset_max:
+            return 0
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        return int(torch.randint(0, self.offset_max + 1, (1,), generator=g))
+
+    def streams(self, epoch: int) -> tuple[Tensor, Tensor]:
+        o, b, n = self.offset(epoch), self.batch_size, self.stream_len
+        x = self.ids[o: o + b * n].view(b, n)[self.lo: self.hi]
+        y = self.ids[o + 1: o + b * n + 1].view(b, n)[self.lo: self.hi]
+        return x, y
+
+    def targets(self) -> Tensor:
+        """The characters predicted in epoch 0 by all streams (``ids[1 : B n + 1]``)."""
+        b, n = self.batch_size, self.stream_len
+        return self.ids[1: b * n + 1]
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor, bool, bool]]:
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        x, y = self.streams(epoch)
+        t, last = self.bptt, len(self) - 1
+        for k in range(start, len(self)):
+            yield (x[:, k * t:(k + 1) * t].to(self.device), y[:, k * t:(k + 1) * t].to(self.device),
+                   k == 0, k == last)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, bool, bool]]:
+        return self.batches(0)
+
+
+def ngram_bpc(train: Tensor, prev: Tensor, target: Tensor, vocab_size: int) -> dict[str, float]:
+    """Bits per character of the add-one smoothed unigram and bigram models fitted on ``train``
+    ids, on the characters ``target`` preceded by ``prev`` (same length):
+    ``p(c) = (n_c + 1) / (N + V)``, ``p(c | a) = (n_ac + 1) / (n_a + V)`` with ``n_a`` the number
+    of training pairs starting with ``a``."""
+    v = vocab_size
+    train = train.to(torch.int64).cpu()
+    uni = torch.bincount(train, minlength=v).double()
+    p_uni = (uni + 1) / (uni.sum() + v)
+    pairs = torch.bincount(train[:-1] * v + train[1:], minlength=v * v).double().view(v, v)
+    p_bi = (pairs + 1) / (pairs.sum(1, keepdim=True) + v)
+    target, prev = target.to(torch.int64).cpu(), prev.to(torch.int64).cpu()
+    return {"unigram_bpc": float(-torch.log2(p_uni[target]).mean()),
+            "bigram_bpc": float(-torch.log2(p_bi[prev, target]).mean())}
+
+
+def _detach(state: Any) -> Any:
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set to ``-inf`` the logits outside the ``top_k`` largest and outside the nucleus: the
+    smallest set of most likely tokens whose probability reaches ``top_p`` (the most likely
+    token is always kept, so ``top_p -> 0`` is greedy)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(-1) - probs  # mass of the more likely tokens
+        drop_sorted = before >= top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ProfondError(f"--temperature {temperature}: use a number >= 0 (0 = greedy).")
+    if top_k is not None and top_k < 1:
+        raise ProfondError(f"--top-k {top_k}: use an integer >= 1 (or leave it out).")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ProfondError(f"--top-p {top_p}: use a probability in (0, 1] (1 = no nucleus filtering).")
+
+
+@dataclass
+class CharLMOptions:
+    #: characters per truncated-BPTT segment (§5.3)
+    bptt: int = 128
+    #: parallel streams of the val/test evaluation
+    eval_streams: int = 32
+    #: cut the training text to this many characters (quick runs); null = all
+    max_train_chars: int | None = None
+    #: keyword options of the dataset builder, e.g. ``{files: [computers]}``
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+
+@METHODS.register("char-lm", help="character language model: truncated BPTT, bits per char vs "
+                  "unigram/bigram, sampling (ch. 5)")
+class CharLMMethod(Method):
+    """Character-level language model trained by truncated BPTT (ch. 5, §5.3)."""
+
+    Options = CharLMOptions
+    monitor = ("val_loss", "min")
+
+    def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
+        super().__init__(cfg, env)
+        o = self.opts
+        if o.bptt < 1 or o.eval_streams < 1:
+            raise ConfigError("method.bptt and method.eval_streams must be >= 1.")
+        if o.max_train_chars is not None and o.max_train_chars < 2:
+            raise ConfigError("bad value for 'method.max_train_chars': must be >= 2 (or null).")
+        _check_sizes(cfg, ("vocab_size",))
+        self.corpus: CharCorpus = _build_dataset(cfg, o.dataset, env.is_main and not cfg.train.quiet,
+                                                 CharCorpus, "a character corpus; use fortune-chars")
+        self.tokenizer: CharTokenizer = self.corpus.tokenizer
+        self.nets = {"model": _build_model(cfg, vocab_size=self.tokenizer.vocab_size)}
+        self.carry: Any = None
+        self._encoded: dict[str, Tensor] = {}
+        self._baselines: dict[str, dict[str, float]] = {}
+        if with_data:
+            self.train_data = StreamBatches(self.ids("train"), batch_size=cfg.data.batch_size, bptt=o.bptt,
+                                            shuffle=True, seed=cfg.train.seed, device=env.device,
+                                            rank=env.rank, world_size=env.world_size, split="train")
+            self.val_data = self.eval_loader("val") if len(self.corpus.val) > o.eval_streams else None
+
+    def ids(self, split: str) -> Tensor:
+        if split not in self._encoded:
+            ids = self.tokenizer.encode_tensor(self.corpus.split(split))
+            if split == "train" and self.opts.max_train_chars:
+                ids = ids[: self.opts.max_train_chars]
+            self._encoded[split] = ids
+        return self._encoded[split]
+
+    def eval_loader(self, split: str) -> StreamBatches:
+        return StreamBatches(self.ids(split), batch_size=self.opts.eval_streams, bptt=max(self.opts.bptt, 256),
+                             shuffle=False, device=self.env.device, split=split)
+
+    def test_data(self) -> StreamBatches:
+        return self.eval_loader("test")
+
+    def attach_run(self, run_dir: str | Path) -> None:
+        """Use the tokenizer saved in ``run_dir`` (``load_run`` / ``profond generate``)."""
+        _attach_tokenizer(self, run_dir)
+        self._encoded.clear()
+
+    def callbacks(self) -> list[Any]:
+        return [_SaveTokenizer(self)]
+
+    def describe(self) -> dict[str, Any]:
+        c = self.corpus
+        return {"dataset": c.name, "data_source": c.source, "vocab_size": self.tokenizer.vocab_size,
+                "characters": {s: len(self.ids(s)) for s in ("train", "val", "test")},
+                "num_fortunes": dict(c.num_fortunes), "unknown_characters": dict(c.unknown),
+                "bptt": self.opts.bptt, "streams": self.cfg.data.batch_size}
+
+    # -- carried state: saved mid-epoch so that resume is exact -------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if self.carry is None:
+            return {}
+        parts = self.carry if isinstance(self.carry, tuple) else (self.carry,)
+        return {"carry": [p.detach().float().cpu().tolist() for p in parts],
+                "carry_tuple": isinstance(self.carry, tuple)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state.get("carry"):
+            self.carry = None
+            return
+        parts = tuple(torch.tensor(p, dtype=torch.float32, device=self.env.device) for p in state["carry"])
+        self.carry = parts if state.get("carry_tuple") else parts[0]
+
+    # -- training ----------------------------------------------------------------------------
+    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+        x, y, first, last = batch
+        state = None if first else self.carry
+        logits, state = self.nets["model"](x, state)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        ctx.optimize(loss)
+        self.carry = None if last else _detach(state)  # truncated BPTT: no gradient across batches
+        return {"loss": loss.detach(), "bpc": loss.detach() / LN2}
+
+    def baselines(self, loader: StreamBatches) -> dict[str, float]:
+        key = f"{loader.split}:{loader.batch_size}"
+        if key not in self._baselines:
+            target = loader.targets()
+            prev = loader.ids[: len(target)]
+            self._baselines[key] = ngram_bpc(self.ids("train"), prev, target, self.tokenizer.vocab_size)
+        return self._baselines[key]
+
+    @torch.no_grad()
+    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+        nats, correct, n = 0.0, 0, 0
+        state = None
+        for x, y, first, _ in batches.batches(0):
+            if first:
+                state = None
+            with ctx.autocast():
+                logits, state = self.nets["model"](x, state)
+            logits = logits.float()
+            nats += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
+            correct += int((logits.argmax(-1) == y).sum())
+            n += y.numel()
+        loss = nats / max(n, 1)
+        out: dict[str, Any] = {"loss": loss, "bpc": loss / LN2, "accuracy": correct / max(n, 1)}
+        if isinstance(batches, StreamBatches):
+            out.update(self.baselines(batches))
+        if detailed:
+            out["characters"] = n
+            out["unknown_characters"] = self.corpus.unknown.get(getattr(batches, "split", ""), 0)
+        return out
+
+    # -- sampling ----------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """The prompt's ids; a :class:`ProfondError` names the characters outside the vocabulary."""
+        unknown = sorted({c for c in prompt if c not in self.tokenizer.stoi})
+        if unknown:
+            raise ProfondError(f"the prompt has characters the model never saw in training: "
+                               f"{', '.join(repr(c) for c in unknown)}; remove or replace them.")
+        return self.tokenizer.encode(prompt)
+
+    @torch.no_grad()
+    def generate(self, prompt: str = "", *, n: int = 1, length: int = 200, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+                 prime: bool = True) -> list[str]:
+        """``n`` continuations of ``prompt`` by ``length`` sampled characters each.
+
+        The model first reads ``END_OF_FORTUNE + prompt`` when ``prime`` (a fortune starts
+        after the separator in the training streams), then samples one character at a time
+        from ``softmax(logits / temperature)`` restricted to the ``top_k`` most likely and to
+        the ``top_p`` nucleus; ``temperature=0`` is greedy. Returns ``prompt + continuation``.
+        """
+        check_sampling(temperature, top_k, top_p)
+        if n < 1 or length < 0:
+            raise ProfondError("--n must be >= 1 and --length >= 0.")
+        ids = self.encode_prompt(prompt)
+        context = (self.tokenizer.encode(END_OF_FORTUNE) if prime else []) + ids
+        if not context:
+            raise ProfondError("give a non-empty --prompt (or keep priming with the fortune separator).")
+        model = self.raw_nets.get("model", self.nets["model"])
+        model.eval()
+        device = next(model.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        tokens = torch.tensor([context] * n, dtype=torch.int64, device=device)
+        logits, state = model(tokens)
+        last = logits[:, -1].float()
+        out = []
+        for _ in range(length):
+            if temperature == 0:
+                nxt = last.argmax(-1, keepdim=True)
+            else:
+                scaled = filter_logits(last / temperature, top_k, top_p)
+                nxt = torch.multinomial(F.softmax(scaled, dim=-1), 1, generator=gen)
+            out.append(nxt)
+            logits, state = model(nxt, state)
+            last = logits[:, -1].float()
+        new = torch.cat(out, 1).tolist() if out else [[] for _ in range(n)]
+        return [prompt + self.tokenizer.decode(row) for row in new]
+
+
+__all__ = ["TokenBatches", "StreamBatches", "TextClassifier", "CharLMMethod", "macro_f1", "bow_baseline",
+           "ngram_bpc", "filter_logits", "check_sampling", "TOKENIZER_FILE"]
