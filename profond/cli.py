@@ -902,6 +902,54 @@ def generate(
     err.print(f"generated.txt: {path}", highlight=False, soft_wrap=True)
 
 
+@app.command(epilog="Examples:\n\n  profond translate runs/numbers-fr-attention \"deux mille vingt-six\"\n\n"
+             "  profond translate RUN \"soixante et onze\" \"cent un\" --beam 4\n\n"
+             "  profond translate RUN \"trois cent quatre-vingt-dix-sept\" --attention-png attention.png")
+@user_errors
+def translate(
+    run_dir: Path = typer.Argument(..., help="A run folder of a seq2seq model (method seq2seq, e.g. recipe numbers-fr-attention)."),
+    texts: list[str] = typer.Argument(..., help="Inputs to translate (French number words, or digits for a digits2words run)."),
+    beam: int = typer.Option(1, "--beam", "-k", help="Beam width (1 = greedy decoding)."),
+    attention_png: Path = typer.Option(None, "--attention-png", help="Write the attention heatmap (source chars x "
+                                       "output chars) of the first input to this PNG (attention models only)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda."),
+) -> None:
+    """Translate with a seq2seq run (course §6.1-6.3): prints one output per input.
+
+    With --attention-png, also draws the attention weights of the first input (rows: output
+    characters then the end-of-sequence token, columns: source characters; each row sums to 1); the PNG keeps the
+    matrix as JSON in its "attention" text chunk.
+    """
+    from . import config as C
+
+    _check_checkpoint(checkpoint)
+    if beam < 1:
+        raise ProfondError(f"--beam {beam}: use an integer >= 1 (1 = greedy).")
+    if not (run_dir / "config.yaml").is_file():
+        raise ProfondError(f"{run_dir}: no config.yaml there; pass a run folder made by `profond train`.")
+    cfg = C.resolve_method(C.RunConfig.load(run_dir / "config.yaml"))
+    if cfg.method.name != "seq2seq":
+        raise ProfondError(f"{run_dir} is a {cfg.method.name!r} run ({cfg.model.name}); `profond translate` needs "
+                           "a seq2seq run (profond train --recipe numbers-fr-attention).")
+    from .methods.seq2seq import Seq2SeqMethod, draw_attention
+    from .train.loop import load_run
+
+    method, _ = load_run(run_dir, checkpoint=checkpoint, device=device)
+    if not isinstance(method, Seq2SeqMethod):  # pragma: no cover - guarded by the config check
+        raise ProfondError(f"{run_dir} is not a seq2seq run.")
+    if attention_png is not None and getattr(method.raw_nets["model"], "attention", None) is None:
+        raise ProfondError(f"{run_dir} has no attention (model.attention=none): drop --attention-png.")
+    outputs, attention = method.translate(texts, beam=beam)
+    for o in outputs:
+        out.print(o, markup=False, highlight=False, soft_wrap=True)
+    if attention_png is not None:
+        labels = method.output_tokens(outputs[0], attention[0].shape[0])
+        path = draw_attention(attention[0], texts[0], labels, attention_png,
+                              title=f"{texts[0]} -> {outputs[0]}" + (f" (beam {beam})" if beam > 1 else ""))
+        err.print(f"attention: {path}", highlight=False, soft_wrap=True)
+
+
 def _write_eval(path: Path, metrics: dict[str, Any], as_json: bool, run_dir: Path) -> Table | None:
     """Write eval.json; print it as one JSON object (None) or return an empty metric table."""
     from .train.io import atomic_write_json

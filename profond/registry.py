@@ -137,6 +137,7 @@ _MODULES = [
     "profond.models.unet",
     "profond.methods.img2img",
     "profond.methods.sequence",
+    "profond.methods.seq2seq",
     "profond.experiments",
 ]
 

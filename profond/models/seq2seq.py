@@ -364,7 +364,7 @@ class Seq2Seq(nn.Module):
         return bool(((best_done >= best_live) & (best_done > neg_inf)).all())
 
 
-@MODELS.register("seq2seq", tags=("text", "rnn", "attention"),
+@MODELS.register("seq2seq", tags=("text", "rnn", "attention", "method:seq2seq"),
                  help="RNN encoder-decoder, attention none/bahdanau/luong-* (course §6.1-6.3)")
 def seq2seq(
     src_vocab: int = 32, tgt_vocab: int = 0, embed_dim: int = 64, hidden_size: int = 128,
