@@ -24,7 +24,7 @@ from ..registry import EXPERIMENTS
 from ..train.io import atomic_write_text
 
 #: modules holding registered experiments (later issues add theirs here)
-MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation"]
+MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory"]
 
 
 @dataclass
