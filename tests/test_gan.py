@@ -322,3 +322,23 @@ def test_collapse_counter_survives_resume(tmp_path, monkeypatch):
     assert meta["meta"]["loop"]["method_state"]["collapse_run"] == 2
     with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
         train(gan_cfg(tmp_path, *args, "train.epochs=2"), run_dir=tmp_path / "run", resume=True)
+
+
+def test_normless_critic_has_biases_so_it_is_not_homogeneous():
+    """Without a norm layer the DCGAN critic keeps its conv biases: a bias-free conv + LeakyReLU
+    stack is positively homogeneous (D(a x) = a D(x)) and cannot see a grey vs a black background
+    (measured before the fix: hinge + SN samples with grey backgrounds). With BatchNorm the
+    norm's shift plays that role and the convs stay bias-free, as in DCGAN."""
+    from profond.models.gan import dcgan
+
+    torch.manual_seed(0)
+    none = dcgan(features_d=8, features_g=8, spectral_norm=True, d_norm="none").D.eval()
+    convs = [m for m in none.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.bias is not None for c in convs)
+    for c in convs:  # non-zero biases (they start at 0)
+        torch.nn.init.normal_(c.bias, 0.0, 0.1)
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        assert not torch.allclose(none(2 * x), 2 * none(x), atol=1e-4)
+    batch = dcgan(features_d=8, features_g=8).D
+    assert all(m.bias is None for m in batch.modules() if isinstance(m, torch.nn.Conv2d))

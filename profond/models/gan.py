@@ -210,16 +210,20 @@ class DCDiscriminator(nn.Module):
         ch_in = c + (1 if conditional else 0)
         layers: list[nn.Module] = []
         ch = features
+        # DCGAN's convs have no bias because a norm follows them; without any norm the biases
+        # are needed: a bias-free conv + LeakyReLU stack is positively homogeneous (D(a x) =
+        # a D(x)) and cannot tell a -1 background from a grey one (measured: grey samples)
+        bias = d_norm == "none"
         for i, s in enumerate(sizes[:-1]):
             k = 4 if s % 2 == 0 else 3  # 7 -> 4: (7 + 2 - 3) / 2 + 1 = 4
-            layers.append(_maybe_sn(nn.Conv2d(ch_in, ch, k, 2, 1, bias=False), spectral_norm))
+            layers.append(_maybe_sn(nn.Conv2d(ch_in, ch, k, 2, 1, bias=bias), spectral_norm))
             if i > 0 and d_norm == "batch":
                 layers.append(nn.BatchNorm2d(ch))
             elif i > 0 and d_norm == "layer":
                 layers.append(nn.GroupNorm(1, ch))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             ch_in, ch = ch, ch * 2
-        layers.append(_maybe_sn(nn.Conv2d(ch_in, 1, 4, 1, 0, bias=False), spectral_norm))
+        layers.append(_maybe_sn(nn.Conv2d(ch_in, 1, 4, 1, 0, bias=bias), spectral_norm))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
