@@ -138,6 +138,7 @@ _MODULES = [
     "profond.methods.img2img",
     "profond.methods.sequence",
     "profond.methods.seq2seq",
+    "profond.methods.forecast",
     "profond.experiments",
 ]
 

@@ -382,7 +382,7 @@ class RNNForecaster(nn.Module):
         return torch.cat(preds, dim=1)
 
 
-@MODELS.register("rnn-forecaster", tags=("series", "rnn"),
+@MODELS.register("rnn-forecaster", tags=("series", "rnn", "method:forecaster"),
                  help="LSTM/GRU over a window of a series -> next value(s) (direct or recursive)")
 def rnn_forecaster(
     input_size: int = 1, hidden_size: int = 64, num_layers: int = 1, kind: str = "lstm",
