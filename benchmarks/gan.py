@@ -123,8 +123,9 @@ def bench_gan(out: Path, name: str, epochs: int, features: int, ema: float | Non
 
 
 def _lrs(cfg: Any) -> str:
-    per = cfg.optim.per_optimizer or {}
-    return f"{float(per.get('G', {}).get('lr', cfg.optim.lr)):g} / {float(per.get('D', {}).get('lr', cfg.optim.lr)):g}"
+    from profond.train.optim import optimizer_cfg_for
+
+    return " / ".join(f"{optimizer_cfg_for(cfg.optim, n).lr:g}" for n in ("G", "D"))
 
 
 def bench_img2img(out: Path) -> list[dict[str, Any]]:

@@ -866,7 +866,7 @@ def generate(
     from softmax(logits / T), restricted to the --top-k most likely and to the --top-p nucleus.
     """
     from . import config as C
-    from .methods.sequence import TOKENIZER_FILE, CharLMMethod, check_sampling
+    from .methods.sequence import CharLMMethod, check_sampling
 
     _check_checkpoint(checkpoint)
     check_sampling(temperature, top_k, top_p)
@@ -884,8 +884,6 @@ def generate(
     method, trainer = load_run(run_dir, checkpoint=checkpoint, device=device)
     if not isinstance(method, CharLMMethod):  # pragma: no cover - guarded by the config check
         raise ProfondError(f"{run_dir} is not a character language model run.")
-    if (run_dir / TOKENIZER_FILE).is_file():
-        method.attach_run(run_dir)
     texts = method.generate(prompt, n=n, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                             seed=seed)
     folder = Path(out_dir) if out_dir else Path(run_dir)

@@ -39,6 +39,20 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "checkpoints" / latest / "model.safetensors"))
 
 
+def patch_perfect_discriminator(monkeypatch) -> None:
+    """Make the FC discriminator win outright: real digits have an exact -1 background, tanh
+    outputs never do, so D scores reals +20 and fakes -20 (gradients still reach its weights)."""
+    from profond.models.gan import MLPDiscriminator
+
+    forward = MLPDiscriminator.forward
+
+    def perfect_d(self, x, labels=None):
+        real = (x.flatten(1).min(1).values == -1).float()
+        return forward(self, x, labels) * 0 + 20 * (2 * real - 1)
+
+    monkeypatch.setattr(MLPDiscriminator, "forward", perfect_d)
+
+
 # -- losses ------------------------------------------------------------------------------------
 
 
@@ -205,16 +219,9 @@ def test_profond_sample_on_a_gan_run(trained, tmp_path):
 
 
 def test_divergence_guard_on_forced_collapse(tmp_path, monkeypatch):
-    from profond.models.gan import MLPDiscriminator
     from profond.train import train
 
-    forward = MLPDiscriminator.forward
-
-    def perfect_d(self, x, labels=None):  # real digits have exact -1 background, tanh outputs never
-        real = (x.flatten(1).min(1).values == -1).float()
-        return forward(self, x, labels) * 0 + 20 * (2 * real - 1)
-
-    monkeypatch.setattr(MLPDiscriminator, "forward", perfect_d)
+    patch_perfect_discriminator(monkeypatch)
     with pytest.raises(TrainingDiverged, match="collapse"):
         train(gan_cfg(tmp_path, "method.collapse_steps=5", "train.epochs=4",
                            "method.eval_n=0", "data.subset=128"))
@@ -306,16 +313,9 @@ def test_class_monitor_every_k_steps_is_averaged_over_its_steps(tmp_path):
 def test_collapse_counter_survives_resume(tmp_path, monkeypatch):
     """The collapse guard's counter is checkpointed: 2 collapsed steps before the interruption
     plus 1 after reach collapse_steps=3; a counter restarting at 0 would not fire in 2 steps."""
-    from profond.models.gan import MLPDiscriminator
     from profond.train import train
 
-    forward = MLPDiscriminator.forward
-
-    def perfect_d(self, x, labels=None):
-        real = (x.flatten(1).min(1).values == -1).float()
-        return forward(self, x, labels) * 0 + 20 * (2 * real - 1)
-
-    monkeypatch.setattr(MLPDiscriminator, "forward", perfect_d)
+    patch_perfect_discriminator(monkeypatch)
     args = ["method.collapse_steps=3", "method.eval_n=0", "method.grid_n=0", "data.subset=128"]
     train(gan_cfg(tmp_path, *args, "train.epochs=1"))  # 2 steps: counter 2 < 3
     meta = json.loads(next((tmp_path / "run" / "checkpoints").glob("*/meta.json")).read_text())
