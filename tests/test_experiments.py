@@ -47,3 +47,22 @@ def test_every_registered_experiment_has_help():
 def test_separable_conv_full(tmp_path):
     r = CliRunner().invoke(app, ["experiment", "separable-conv", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
+
+
+def test_experiment_reruns_into_its_own_folder_but_never_clears_foreign_runs(tmp_path):
+    """A second `profond experiment X --out D` replaces the first one's training runs; a
+    `runs/` folder the experiment did not make is left alone (exit 2, names the fix)."""
+    out = tmp_path / "sep"
+    for _ in range(2):
+        r = CliRunner().invoke(app, ["experiment", "separable-conv", "--quick", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["separable", "standard"]
+
+    project = tmp_path / "project"
+    (project / "runs" / "my-run").mkdir(parents=True)
+    (project / "runs" / "my-run" / "model.safetensors").write_bytes(b"x")
+    r = CliRunner().invoke(app, ["experiment", "separable-conv", "--quick", "--out", str(project)])
+    assert r.exit_code == 2
+    assert "choose another --out" in r.output
+    assert (project / "runs" / "my-run" / "model.safetensors").read_bytes() == b"x"
+    assert not (project / ".profond-experiment").exists()

@@ -110,6 +110,8 @@ def test_copy_task_batch():
     assert (x[k:k + delay - 1] == blank).all() and (x[k + delay:] == blank).all()
     with pytest.raises(ValueError):
         rm.copy_task_batch(2, n, k, 0)
+    with pytest.raises(ValueError):
+        rm.copy_task_batch(2, n, k, 5, min_delay=6)
 
 
 def test_chance_level():
@@ -122,18 +124,98 @@ def test_chance_level():
     assert (guess == y[-4:]).float().mean().item() == pytest.approx(rm.chance_level(8, 4)[0], abs=0.01)
 
 
+def test_copy_task_batch_mixed_delays():
+    """Training batches with per-sequence delays: leading blanks keep one length, the
+    delimiter at one step, and each sequence's symbols exactly d_b steps before it."""
+    gen = torch.Generator().manual_seed(3)
+    n, k, delay, batch = 8, 4, 12, 400
+    blank, delim = n, n + 1
+    x, y, d = rm.copy_task_batch(batch, n, k, delay, gen, min_delay=2, return_delays=True)
+    assert x.shape == y.shape == (2 * k + delay, batch) and d.shape == (batch,)
+    assert int(d.min()) == 2 and int(d.max()) == delay        # uniform over [2, 12]: both ends drawn
+    assert len(torch.unique(d)) == delay - 1
+    assert (x[k + delay - 1] == delim).all()                  # one delimiter step for the batch
+    assert (y[: k + delay] == blank).all()
+    for b in range(batch):
+        start = delay - int(d[b])
+        symbols = x[start:start + k, b]
+        assert ((symbols >= 0) & (symbols < n)).all()
+        assert torch.equal(y[k + delay:, b], symbols)         # targets = that sequence's symbols
+        # the delimiter comes d_b steps after the last symbol (the delay of this sequence)
+        assert (k + delay - 1) - (start + k - 1) == int(d[b])
+        others = torch.cat([x[:start, b], x[start + k:k + delay - 1, b], x[k + delay:, b]])
+        assert (others == blank).all()
+    # fixed delay: min_delay = delay gives the plain layout and d_b = delay
+    x2, _, d2 = rm.copy_task_batch(8, n, k, delay, gen, return_delays=True)
+    assert (d2 == delay).all() and (x2[k:k + delay - 1] == blank).all()
+
+
+def test_curriculum_schedule():
+    seq, d = [1], 1
+    while d < 100:
+        d = rm.next_curriculum_delay(d, 100)
+        seq.append(d)
+    assert seq == [1, 2, 3, 4, 6, 9, 14, 21, 32, 48, 72, 100]
+    assert rm.next_curriculum_delay(8, 10) == 10 and rm.next_curriculum_delay(10, 10) == 10
+
+
+def test_gate_phase_means_and_interpretation():
+    """Phase averages on synthetic gates with known values; the sentences follow them."""
+    k, delay, units = 3, 6, 4
+    length = 2 * k + delay
+    value = {"symbols": 0.9, "waiting": 0.1, "delimiter": 0.5, "recall": 0.7}
+    gates = {}
+    for g, shift in (("f", 0.0), ("i", 0.05), ("o", -0.05)):
+        v = np.zeros((length, 2, units))
+        for p, sl in rm.phase_slices(k, delay).items():
+            v[sl] = value[p] + shift
+        gates[g] = v
+    ph = rm.gate_phase_means(gates, k, delay)
+    assert list(ph.index) == ["f", "i", "o"] and list(ph.columns) == [*rm.PHASES, "waiting_min"]
+    assert ph.loc["f", "symbols"] == pytest.approx(0.9) and ph.loc["i", "waiting"] == pytest.approx(0.15)
+    assert ph.loc["o", "recall"] == pytest.approx(0.65) and ph.loc["f", "waiting_min"] == pytest.approx(0.1)
+    text = rm.interpret_gates(ph)
+    assert "input gate 0.95 while the symbols are shown vs 0.15 while waiting" in text
+    assert "writes when the symbols arrive" in text and "not uniformly near 1" in text
+    assert "it does not drop at recall" in text and "opens more at recall" in text
+    # an LSTM that keeps its cell: f ≈ 1 while waiting, then drops; i and o flat
+    ph.loc["f", ["waiting", "waiting_min", "recall"]] = [0.97, 0.93, 0.6]
+    ph.loc["i", "symbols"] = ph.loc["i", "waiting"]
+    ph.loc["o", "recall"] = ph.loc["o", "waiting"]
+    text = rm.interpret_gates(ph)
+    assert "stays near 1 through the delay" in text and "drops at recall" in text
+    assert "no clear write window" in text and "not markedly higher at recall" in text
+    # delay 1: no waiting phase
+    one = rm.gate_phase_means({g: np.ones((2 * k + 1, units)) for g in rm.GATES}, k, 1)
+    assert one["waiting"].isna().all() and (one["symbols"] == 1).all()
+
+
 def test_memory_length_quick(memory_length):
     out, t = memory_length
-    for f in ("lstm_gates.png", "copy_accuracy.png", "table.md", "summary.json"):
+    for f in ("lstm_gates.png", "copy_accuracy.png", "table.md", "summary.json", "gate_phases.csv"):
         assert (out / f).stat().st_size > 0, f
-    assert len(t) == 3 * 2 and set(t["model"]) == set(rm.KINDS) and set(t["delay_T"]) == {5, 10}
+    assert len(t) == 3 * 2 + 1 and set(t["model"]) == set(rm.KINDS) and set(t["delay_T"]) == {4, 8}
+    # the plain procedure is kept: one fixed-delay row, trained at the test delay from step 0
+    fixed = t[t["training"] == "fixed"]
+    assert len(fixed) == 1 and fixed.iloc[0]["model"] == "rnn" and fixed.iloc[0]["delay_T"] == 4
+    assert fixed.iloc[0]["max_train_delay"] == 4 and fixed.iloc[0]["step_reached_T"] == 0
+    t = t[t["training"] == "curriculum"]
+    assert len(t) == 3 * 2
     cols = ["symbol_accuracy", "exact_copy_rate", "final_loss", "steps", "train_s",
-            "chance_symbol", "chance_exact"]
+            "chance_symbol", "chance_exact", "max_train_delay"]
     assert set(cols) <= set(t.columns) and np.isfinite(t[cols].to_numpy()).all()
     assert t["symbol_accuracy"].between(0, 1).all() and t["exact_copy_rate"].between(0, 1).all()
     assert (t["exact_copy_rate"] <= t["symbol_accuracy"] + 1e-9).all()
-    assert np.allclose(t["chance_symbol"], 1 / 8) and np.allclose(t["chance_exact"], 8.0**-4)
-    # something learns beyond chance on the shortest delay
-    assert t.loc[t["delay_T"] == 5, "symbol_accuracy"].max() > 3 * 0.125
+    assert np.allclose(t["chance_symbol"], 1 / 8) and np.allclose(t["chance_exact"], 8.0**-3)
+    assert (t["max_train_delay"] <= t["delay_T"]).all() and (t["max_train_delay"] >= 1).all()
+    # the LSTM trained on mixed delays reaches the test delay and copies beyond chance there
+    lstm = t[(t["model"] == "lstm") & (t["delay_T"] == 4)].iloc[0]
+    assert lstm["max_train_delay"] == 4 and np.isfinite(lstm["step_reached_T"])
+    assert lstm["symbol_accuracy"] > 3 * 0.125
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trace_gap"] < 1e-5  # our LSTM traced = the trained nn.LSTM
+    ph = summary["gate_phase_means"]
+    assert set(ph) == set(rm.GATES) and all(set(rm.PHASES) <= set(ph[g]) for g in rm.GATES)
+    assert all(0 <= ph[g][p] <= 1 for g in rm.GATES for p in rm.PHASES)
+    csv = pd.read_csv(out / "gate_phases.csv", index_col="gate")
+    assert csv.loc["f", "waiting"] == pytest.approx(ph["f"]["waiting"], abs=1e-4)

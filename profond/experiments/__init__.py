@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import ProfondError
 from ..registry import EXPERIMENTS
 from ..train.io import atomic_write_text
 
 #: modules holding registered experiments (later issues add theirs here)
-MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory"]
+MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention"]
 
 
 @dataclass
@@ -87,10 +89,43 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: marks a folder as made by ``profond experiment`` (its content: the experiment's name)
+MARKER = ".profond-experiment"
+
+
+def _claim_folder(out_dir: Path, name: str, default: bool = False) -> None:
+    """Make ``out_dir`` ready for a (re-)run of experiment ``name``.
+
+    Running an experiment again into its folder replaces the earlier result: the training
+    runs it left under ``out_dir/runs`` (finished or interrupted) are removed first, since
+    the loop refuses to overwrite a run folder. Only folders this function marked for the
+    same experiment (either mode; or the default folder ``runs/experiments/NAME[-quick]``, which
+    is the experiment's own) are cleared, and a folder is only marked when it is new or
+    empty; a ``runs/`` subfolder anywhere else (``--out .`` in a project with its own
+    training runs) is never deleted: that is an error that names the fix.
+    """
+    tag = name
+    marker = out_dir / MARKER
+    runs = out_dir / "runs"
+    owner = marker.read_text().strip() if marker.is_file() else (tag if default else None)
+    # a folder is claimed only when it is new, empty or already this experiment's
+    claim = owner == tag or not out_dir.exists() or not any(out_dir.iterdir())
+    if runs.exists():
+        if owner != tag:
+            made_by = f"`profond experiment {owner}`" if owner else "something other than `profond experiment`"
+            raise ProfondError(
+                f"--out {out_dir}: its runs/ subfolder was made by {made_by}, so it is left alone; "
+                f"choose another --out (or delete {runs} yourself).")
+        shutil.rmtree(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if claim:
+        atomic_write_text(marker, tag + "\n")
+
+
 def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = None) -> tuple[Path, ExperimentResult]:
     fn = EXPERIMENTS.get(name)
     out_dir = Path(out) if out else Path("runs") / "experiments" / f"{name}{'-quick' if quick else ''}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out_dir, name, default=not out)
     t0 = time.perf_counter()
     result: ExperimentResult = fn(out_dir, quick)
     elapsed = time.perf_counter() - t0

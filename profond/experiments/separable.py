@@ -63,7 +63,7 @@ def separable_conv(out: Path, quick: bool) -> ExperimentResult:
             "model.name=fmnist-cnn", f"model.separable={str(separable).lower()}",
             "train.channels_last=true", "optim.name=adamw", "optim.lr=0.003", "sched.name=onecycle",
             "data.batch_size=128", f"train.epochs={1 if quick else 5}", "train.quiet=true",
-            f"out={out}", f"name={'separable' if separable else 'standard'}", "train.device=cpu",
+            f"out={out / 'runs'}", f"name={'separable' if separable else 'standard'}", "train.device=cpu",
         ]
         if quick:
             overrides += ["data.subset=3000", "data.val_size=500", "model.width=16"]
