@@ -83,3 +83,34 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.s = time.perf_counter() - self.t0
+
+
+def add_lane_args(ap: Any) -> None:
+    """``--threads`` and ``--keep``, shared by the scripts that train recipes."""
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 to run two lanes side by side)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+
+
+def train_recipe(out: Path, recipe: str, overrides: list[str] | None = None, *, threads: int = 2,
+                 name: str | None = None) -> tuple[Any, float]:
+    """Train ``recipe`` through the one loop (quiet, CPU, fp32, seed 0, ``threads`` torch threads)
+    into ``out/NAME``; ``overrides`` come last and win. Returns the run result and wall seconds."""
+    from profond.config import resolve
+    from profond.train import train
+
+    cfg = resolve(recipe=recipe, overrides=["train.quiet=true", "train.device=cpu", f"train.threads={threads}",
+                                            "train.precision=fp32", "train.seed=0", f"out={out}",
+                                            f"name={name or recipe}", *(overrides or [])])
+    with Timer() as t:
+        res = train(cfg)
+    return res, t.s
+
+
+def record(json_path: Path, key: str, entry: Any, targets: Any) -> dict[str, Any]:
+    """Merge ``entry`` under ``key`` into the results file (re-read first: parallel
+    invocations merge), recompute ``targets(data)``, write it atomically; returns the data."""
+    data = read_json(json_path, {})
+    data[key] = entry
+    data["targets"] = targets(data)
+    write_json(json_path, data)
+    return data

@@ -39,7 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS_DIR, Timer, load_note, machine, md_table, read_json, write_json
+from common import (
+    RESULTS_DIR,
+    Timer,
+    add_lane_args,
+    load_note,
+    machine,
+    md_table,
+    read_json,
+    record,
+    train_recipe,
+    write_json,
+)
 
 JSON_PATH = RESULTS_DIR / "gan.json"
 MD_PATH = RESULTS_DIR / "gan.md"
@@ -61,18 +72,6 @@ I2I = ["fmnist-pix2pix-edges", "fmnist-pix2pix-inpaint", "fmnist-sr"]
 THREADS = 2
 
 
-def train_recipe(out: Path, name: str, recipe: str, overrides: list[str]) -> tuple[Any, float]:
-    from profond.config import resolve
-    from profond.train import train
-
-    cfg = resolve(recipe=recipe, overrides=["train.quiet=true", "train.device=cpu", f"train.threads={THREADS}",
-                                            "train.precision=fp32", "train.seed=0", f"out={out}",
-                                            f"name={name}", *overrides])
-    with Timer() as t:
-        res = train(cfg)
-    return res, t.s
-
-
 def bench_gan(out: Path, name: str, epochs: int, features: int, ema: float | None, n_samples: int,
               subset: int | None = None) -> dict[str, Any]:
     from profond.metrics.generative import evaluate_samples, extract, load_feature_net
@@ -83,7 +82,7 @@ def bench_gan(out: Path, name: str, epochs: int, features: int, ema: float | Non
             "method.eval_n=2000", *extra]
     over += [f"train.ema_decay={ema}"] if ema else []
     over += [f"data.subset={subset}"] if subset else []
-    res, wall = train_recipe(out, name, recipe, over)
+    res, wall = train_recipe(out, recipe, over, threads=THREADS, name=name)
     method, trainer = load_run(res.run_dir, checkpoint="last", device="cpu")  # EMA weights
     cfg = trainer.cfg
     labels = torch.arange(n_samples) % method.num_classes if method.conditional else None
@@ -131,7 +130,7 @@ def _lrs(cfg: Any) -> str:
 def bench_img2img(out: Path) -> list[dict[str, Any]]:
     rows = []
     for recipe in I2I:
-        res, wall = train_recipe(out, recipe, recipe, [])
+        res, wall = train_recipe(out, recipe, threads=THREADS)
         f = res.summary["final"]
         row = {"recipe": recipe, "test_psnr": round(f["test_psnr"], 2),
                "baseline_psnr": round(f["test_baseline_psnr"], 2), "gain_db": round(f["test_psnr_gain"], 2),
@@ -195,8 +194,7 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.995, help="EMA decay of G (0 = none)")
     ap.add_argument("--samples", type=int, default=10000, help="samples for FID/KID/IS")
     ap.add_argument("--subset", type=int, default=None, help="train on the first N images (smoke tests only)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 to run two lanes side by side)")
-    ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    add_lane_args(ap)
     a = ap.parse_args()
     global THREADS
     THREADS = a.threads
@@ -221,11 +219,8 @@ def main() -> None:
                 load = load_note(os.getloadavg())
                 print(f"img2img ({load})", flush=True)
                 rows = bench_img2img(out)
-                data = read_json(JSON_PATH, {})
-                data["img2img"] = {"rows": rows, "command": cmd, "load": load, "machine": machine()}
-                data["targets"] = targets(data)
-                write_json(JSON_PATH, data)
-                write_md(data)
+                write_md(record(JSON_PATH, "img2img", {"rows": rows, "command": cmd, "load": load,
+                                                       "machine": machine()}, targets))
     print(MD_PATH.read_text())
 
 

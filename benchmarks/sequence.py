@@ -40,23 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS_DIR, Timer, load_note, machine, md_table, read_json, write_json
+from common import RESULTS_DIR, add_lane_args, load_note, machine, md_table, record, train_recipe
 
 JSON_PATH = RESULTS_DIR / "sequence.json"
 MD_PATH = RESULTS_DIR / "sequence.md"
 THREADS = 2
-
-
-def train_recipe(out: Path, recipe: str, overrides: list[str] | None = None) -> tuple[Any, float]:
-    from profond.config import resolve
-    from profond.train import train
-
-    cfg = resolve(recipe=recipe, overrides=["train.quiet=true", "train.device=cpu", f"train.threads={THREADS}",
-                                            "train.precision=fp32", "train.seed=0", f"out={out}",
-                                            f"name={recipe}", *(overrides or [])])
-    with Timer() as t:
-        res = train(cfg)
-    return res, t.s
 
 
 def detailed_test(run_dir: Path) -> dict[str, Any]:
@@ -113,7 +101,7 @@ def bench_speed(repeats: int, batch: int = 32, steps: int = 100, d_x: int = 64, 
 def bench_translate(out: Path) -> list[dict[str, Any]]:
     rows = []
     for recipe in ("numbers-fr-attention", "numbers-fr-noattn"):
-        res, wall = train_recipe(out, recipe)
+        res, wall = train_recipe(out, recipe, threads=THREADS)
         test = detailed_test(res.run_dir)
         rows.append({"recipe": recipe, "test_exact_match": round(float(test["exact_match"]), 4),
                      "exact_match_by_length": {k: round(float(v), 4)
@@ -126,7 +114,7 @@ def bench_translate(out: Path) -> list[dict[str, Any]]:
 
 
 def bench_charlm(out: Path) -> dict[str, Any]:
-    res, wall = train_recipe(out, "fortune-char-lstm")
+    res, wall = train_recipe(out, "fortune-char-lstm", threads=THREADS)
     f = res.summary["final"]
     row = {"recipe": "fortune-char-lstm", "test_bpc": round(float(f["test_bpc"]), 4),
            "unigram_bpc": round(float(f["test_unigram_bpc"]), 4), "bigram_bpc": round(float(f["test_bigram_bpc"]), 4),
@@ -212,8 +200,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=parts, choices=parts)
     ap.add_argument("--repeats", type=int, default=15, help="timed repeats of the speed part")
     ap.add_argument("--delay", type=int, default=100, help="copy-task delay T")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 to run two lanes side by side)")
-    ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    add_lane_args(ap)
     a = ap.parse_args()
     global THREADS
     THREADS = a.threads
@@ -233,11 +220,7 @@ def main() -> None:
                 entry["row"] = bench_charlm(out)
             else:
                 entry.update(delay=a.delay, rows=bench_copy(a.delay))
-            data = read_json(JSON_PATH, {})  # re-read: parallel invocations merge per part
-            data[part] = entry
-            data["targets"] = targets(data)
-            write_json(JSON_PATH, data)
-            write_md(data)
+            write_md(record(JSON_PATH, part, entry, targets))
     print(MD_PATH.read_text())
 
 

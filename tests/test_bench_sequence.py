@@ -21,12 +21,12 @@ def seqbench(monkeypatch, tmp_path):
 
 
 def test_speed_part_times_the_same_function(seqbench):
-    rows = seqbench.bench_speed(repeats=2, batch=3, steps=7, d_x=5, d_h=6)
+    rows = seqbench.bench_speed(repeats=2, batch=4, steps=20, d_x=5, d_h=16)
     assert [r["kind"] for r in rows] == ["lstm", "gru"]
     for r in rows:
         assert r["max_output_gap"] < 1e-5  # ours and nn.* compute the same layer
         assert r["torch_ms"] > 0 and r["ours_ms"] > 0
-        assert r["ratio_ours_over_torch"] == pytest.approx(r["ours_ms"] / r["torch_ms"], rel=0.02)
+        assert r["ratio_ours_over_torch"] == pytest.approx(r["ours_ms"] / r["torch_ms"], rel=0.1)  # ms rounded to 0.01
 
 
 def test_targets_and_table(seqbench):
