@@ -900,6 +900,65 @@ def generate(
     err.print(f"generated.txt: {path}", highlight=False, soft_wrap=True)
 
 
+@app.command(epilog="Examples:\n\n  profond gates runs/fortune-char-lstm \"Unix is a four-letter word.\"\n\n"
+             "  profond gates RUN \"The quick brown fox\" --units 32 --out gates.png\n\n"
+             "  profond gates runs/fortune-lang-bigru \"Das ist ein Test\" --layer 0")
+@user_errors
+def gates(
+    run_dir: Path = typer.Argument(..., help="A run folder of a char-lm or text-classifier model with an LSTM or GRU."),
+    text: str = typer.Argument(..., help="The text the model reads."),
+    out_png: Path = typer.Option(None, "--out", "-o", help="PNG to write (default: RUN/gates.png)."),
+    layer: int = typer.Option(0, "--layer", help="Recurrent layer to trace (0 = the one reading the embeddings)."),
+    units: int = typer.Option(None, "--units", help="Draw the first N hidden units only (default: all)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last or best."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Root holding one folder per dataset."),
+) -> None:
+    """Draw a trained LSTM's forget / input / output gates (a GRU's reset / update gates) over a text.
+
+    Course exercise 5.4.2: one heatmap per gate, hidden units by tokens read, forward
+    direction of --layer; prints each gate's mean. The model's nn.LSTM / nn.GRU is copied
+    into profond's step-by-step layer, which records the gates.
+    """
+    import torch
+
+    from . import config as C
+    from .models.rnn import GATES, trace_gates
+
+    _check_checkpoint(checkpoint)
+    if units is not None and units < 1:
+        raise ProfondError("--units must be >= 1.")
+    if not (run_dir / "config.yaml").is_file():
+        raise ProfondError(f"{run_dir}: no config.yaml there; pass a run folder made by `profond train`.")
+    cfg = C.resolve_method(C.RunConfig.load(run_dir / "config.yaml"))
+    if cfg.method.name not in ("char-lm", "text-classifier"):
+        raise ProfondError(f"{run_dir} is a {cfg.method.name!r} run ({cfg.model.name}); `profond gates` needs a "
+                           "char-lm or text-classifier run (e.g. profond train --recipe fortune-char-lstm).")
+    _set_data_dir(data_dir)
+    from .train.loop import load_run
+
+    method, _ = load_run(run_dir, checkpoint=checkpoint, device=device)
+    tok = method.tokenizer
+    ids = method.encode_prompt(text) if cfg.method.name == "char-lm" else tok.encode(text)
+    if not ids:
+        raise ProfondError("the text is empty; give the model something to read.")
+    model = method.nets["model"]
+    labels = [tok.token(i) if hasattr(tok, "token") else tok.decode([i], skip_specials=False) for i in ids]
+    traced = trace_gates(model, torch.tensor(ids, device=next(model.parameters()).device), layer=layer)
+    from .viz.gates import draw_gates
+
+    path = Path(out_png) if out_png else Path(run_dir) / "gates.png"
+    title = (f"{model.kind.upper()} layer {layer}"
+             f"{' (forward direction)' if model.rnn.bidirectional else ''}, {len(ids)} tokens: "
+             f"{text[:60]!r}{'…' if len(text) > 60 else ''}")
+    draw_gates({g: v.numpy() for g, v in traced.items()}, labels, path, title=title, units=units)
+    for g in GATES[model.kind]:
+        v = traced[g]
+        out.print(f"{g}: mean {float(v.mean()):.3f}, per-step mean from {float(v.mean(1).min()):.3f} "
+                  f"to {float(v.mean(1).max()):.3f}", highlight=False)
+    err.print(f"gates.png: {path}", highlight=False, soft_wrap=True)
+
+
 @app.command(epilog="Examples:\n\n  profond translate runs/numbers-fr-attention \"deux mille vingt-six\"\n\n"
              "  profond translate RUN \"soixante et onze\" \"cent un\" --beam 4\n\n"
              "  profond translate RUN \"trois cent quatre-vingt-dix-sept\" --attention-png attention.png")

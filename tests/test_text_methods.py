@@ -247,3 +247,48 @@ def test_wrong_dataset_or_model_is_a_clear_config_error(tmp_path):
         train(_cfg(tmp_path, ["model.name=char-lm", "data.name=fortune-topics", "train.quiet=true"]))
     with pytest.raises(ConfigError, match="set by the data"):
         train(_cfg(tmp_path, [*LM, "model.vocab_size=50"]))
+
+
+# -- gate traces (exercise 5.4.2) ----------------------------------------------------------
+
+
+def test_trace_gates_equal_the_lstm_equations_on_the_trained_model(lm_run):
+    """The traced gates are those of eqs. 5.9-5.13 computed by hand from the nn.LSTM's weights."""
+    from profond.models.rnn import trace_gates
+
+    method, _ = load_run(lm_run.run_dir, device="cpu")
+    model = method.nets["model"]
+    ids = torch.tensor(method.encode_prompt("Unix is"))
+    g = trace_gates(model, ids)
+    assert set(g) == {"f", "i", "o", "h"} and g["f"].shape == (len(ids), model.rnn.hidden_size)
+    x = model.embedding(ids)
+    w_ih, w_hh = model.rnn.weight_ih_l0, model.rnn.weight_hh_l0
+    b = model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0
+    h = c = torch.zeros(model.rnn.hidden_size)
+    with torch.no_grad():
+        for t in range(len(ids)):
+            i, f, cand, o = (w_ih @ x[t] + w_hh @ h + b).chunk(4)  # PyTorch's gate order i, f, g, o
+            i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+            c = f * c + i * torch.tanh(cand)
+            h = o * torch.tanh(c)
+            for name, v in (("f", f), ("i", i), ("o", o), ("h", h)):
+                torch.testing.assert_close(g[name][t], v, atol=1e-5, rtol=1e-5)
+
+
+@needs_fortunes
+def test_gates_cli_draws_png_and_rejects_bad_input(lm_run, lang_run, tmp_path):
+    png = tmp_path / "g.png"
+    res = CliRunner().invoke(app, ["gates", str(lm_run.run_dir), "Unix is", "--out", str(png), "--units", "8"])
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [line.split(":")[0] for line in res.stdout.strip().splitlines()] == ["f", "i", "o"]
+    # a GRU classifier: reset and update gates, default path in the run folder
+    res = CliRunner().invoke(app, ["gates", str(lang_run.run_dir), "Das ist gut"])
+    assert res.exit_code == 0, res.output
+    assert (lang_run.run_dir / "gates.png").is_file()
+    assert [line.split(":")[0] for line in res.stdout.strip().splitlines()] == ["r", "z"]
+    for args in (["Unix", "--layer", "3"], ["Unix", "--units", "0"], ["\u2603 snow"], [""]):
+        bad = CliRunner().invoke(app, ["gates", str(lm_run.run_dir), *args])
+        assert bad.exit_code == 2, (args, bad.output)
+    bad = CliRunner().invoke(app, ["gates", str(tmp_path), "text"])
+    assert bad.exit_code == 2 and "config.yaml" in bad.output

@@ -41,7 +41,7 @@ from ..registry import MODELS
 
 __all__ = [
     "IMPLS", "RNN_KINDS", "POOLS", "State", "make_recurrent", "run_recurrent", "copy_weights",
-    "valid_mask", "RNNClassifier", "CharLM", "RNNForecaster",
+    "valid_mask", "RNNClassifier", "CharLM", "RNNForecaster", "GATES", "trace_gates",
 ]
 
 #: implementations of the recurrent layers
@@ -111,6 +111,44 @@ def run_recurrent(
 def _recurrent_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules()
             if isinstance(m, (Recurrent, nn.RNNBase))}
+
+
+#: the gates :func:`trace_gates` returns per kind: LSTM forget / input / output (eqs. 5.9,
+#: 5.10, 5.13), GRU reset / update (eqs. 5.16, 5.17, in the course's convention)
+GATES: dict[str, tuple[str, ...]] = {"lstm": ("f", "i", "o"), "gru": ("r", "z")}
+
+
+@torch.no_grad()
+def trace_gates(model: nn.Module, tokens: Tensor, layer: int = 0) -> dict[str, Tensor]:
+    """Gate activations of a token model's recurrent layer over one sequence (exercise 5.4.2).
+
+    ``model`` has an ``embedding`` and an ``rnn`` of kind ``lstm`` or ``gru``
+    (:class:`RNNClassifier`, :class:`CharLM`); ``tokens`` is ``(T,)`` or ``(1, T)``. An
+    ``nn.LSTM`` / ``nn.GRU`` is copied into our :class:`~profond.nn.rnn.Recurrent` (same
+    function, see :func:`copy_weights`), which records every gate at every step. Returns
+    ``{gate: (T, d_h)}`` for :data:`GATES` of layer ``layer`` (0 = the one reading the
+    embeddings), forward direction, plus ``"h"``.
+    """
+    rnn = model.rnn
+    kind = model.kind
+    if kind not in GATES:
+        raise ConfigError(f"a {kind!r} layer has no gates; gate traces need kind lstm or gru.")
+    if not 0 <= layer < rnn.num_layers:
+        raise ConfigError(f"layer {layer}: the model has {rnn.num_layers} recurrent layer(s), 0 to "
+                          f"{rnn.num_layers - 1}.")
+    if not isinstance(rnn, Recurrent):
+        ours = Recurrent(kind, rnn.input_size, rnn.hidden_size, rnn.num_layers, batch_first=True,
+                         bidirectional=rnn.bidirectional).to(next(rnn.parameters()).device)
+        rnn = copy_from_torch(ours, rnn)
+    was_training = rnn.training
+    rnn.eval()
+    try:
+        x = model.embedding(tokens.reshape(1, -1))
+        traces = rnn(x, return_trace=True)[-1]
+    finally:
+        rnn.train(was_training)
+    trace = next(t for t in traces if t.layer == layer and not t.reverse)
+    return {g: trace.values[g][0].detach().cpu() for g in (*GATES[kind], "h")}
 
 
 @torch.no_grad()
