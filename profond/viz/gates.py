@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .curves import save_figure
+
 #: what each traced gate is, with its equation in chapter 5
 GATE_TITLES = {
     "f": "forget gate f_t (5.9)", "i": "input gate i_t (5.10)", "o": "output gate o_t (5.13)",
@@ -23,10 +25,7 @@ def draw_gates(gates: dict[str, np.ndarray], tokens: Sequence[str], path: str | 
     ``units`` keeps the first ``units`` hidden units (all by default). Token labels are
     written under the last panel when there are at most 120 of them.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # curves (imported above) selected the Agg backend
 
     names = [g for g in gates if g in GATE_TITLES]
     steps = len(tokens)
@@ -48,6 +47,4 @@ def draw_gates(gates: dict[str, np.ndarray], tokens: Sequence[str], path: str | 
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
