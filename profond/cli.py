@@ -133,6 +133,20 @@ def _set_data_dir(data_dir: str | None) -> None:
         os.environ["PROFOND_DATA"] = data_dir
 
 
+def _run_config(run_dir: Path, methods: tuple[str, ...], command: str, needs: str) -> Any:
+    """The resolved config of a ``profond train`` run folder whose method is one of ``methods``;
+    a :class:`ProfondError` naming the fix otherwise (``needs``: what ``profond COMMAND`` wants)."""
+    from . import config as C
+
+    if not (run_dir / "config.yaml").is_file():
+        raise ProfondError(f"{run_dir}: no config.yaml there; pass a run folder made by `profond train`.")
+    cfg = C.resolve_method(C.RunConfig.load(run_dir / "config.yaml"))
+    if cfg.method.name not in methods:
+        raise ProfondError(f"{run_dir} is a {cfg.method.name!r} run ({cfg.model.name}); `profond {command}` needs "
+                           f"{needs}.")
+    return cfg
+
+
 def _jsonable(v: Any) -> Any:
     """Plain JSON values from tensors / numpy scalars and arrays nested in dicts and lists."""
     if isinstance(v, dict):
@@ -865,19 +879,14 @@ def generate(
     The model reads the fortune separator then the prompt, and samples each next character
     from softmax(logits / T), restricted to the --top-k most likely and to the --top-p nucleus.
     """
-    from . import config as C
     from .methods.sequence import CharLMMethod, check_sampling
 
     _check_checkpoint(checkpoint)
     check_sampling(temperature, top_k, top_p)
     if n < 1 or length < 0:
         raise ProfondError("--n must be >= 1 and --length >= 0.")
-    if not (run_dir / "config.yaml").is_file():
-        raise ProfondError(f"{run_dir}: no config.yaml there; pass a run folder made by `profond train`.")
-    cfg = C.resolve_method(C.RunConfig.load(run_dir / "config.yaml"))
-    if cfg.method.name != "char-lm":
-        raise ProfondError(f"{run_dir} is a {cfg.method.name!r} run ({cfg.model.name}); `profond generate` needs "
-                           "a character language model run (profond train char-lm -d fortune-chars).")
+    _run_config(run_dir, ("char-lm",), "generate",
+                "a character language model run (profond train char-lm -d fortune-chars)")
     _set_data_dir(data_dir)
     from .train.loop import load_run
 
@@ -922,18 +931,13 @@ def gates(
     """
     import torch
 
-    from . import config as C
     from .models.rnn import GATES, trace_gates
 
     _check_checkpoint(checkpoint)
     if units is not None and units < 1:
         raise ProfondError("--units must be >= 1.")
-    if not (run_dir / "config.yaml").is_file():
-        raise ProfondError(f"{run_dir}: no config.yaml there; pass a run folder made by `profond train`.")
-    cfg = C.resolve_method(C.RunConfig.load(run_dir / "config.yaml"))
-    if cfg.method.name not in ("char-lm", "text-classifier"):
-        raise ProfondError(f"{run_dir} is a {cfg.method.name!r} run ({cfg.model.name}); `profond gates` needs a "
-                           "char-lm or text-classifier run (e.g. profond train --recipe fortune-char-lstm).")
+    cfg = _run_config(run_dir, ("char-lm", "text-classifier"), "gates",
+                      "a char-lm or text-classifier run (e.g. profond train --recipe fortune-char-lstm)")
     _set_data_dir(data_dir)
     from .train.loop import load_run
 
@@ -978,17 +982,11 @@ def translate(
     characters then the end-of-sequence token, columns: source characters; each row sums to 1); the PNG keeps the
     matrix as JSON in its "attention" text chunk.
     """
-    from . import config as C
 
     _check_checkpoint(checkpoint)
     if beam < 1:
         raise ProfondError(f"--beam {beam}: use an integer >= 1 (1 = greedy).")
-    if not (run_dir / "config.yaml").is_file():
-        raise ProfondError(f"{run_dir}: no config.yaml there; pass a run folder made by `profond train`.")
-    cfg = C.resolve_method(C.RunConfig.load(run_dir / "config.yaml"))
-    if cfg.method.name != "seq2seq":
-        raise ProfondError(f"{run_dir} is a {cfg.method.name!r} run ({cfg.model.name}); `profond translate` needs "
-                           "a seq2seq run (profond train --recipe numbers-fr-attention).")
+    _run_config(run_dir, ("seq2seq",), "translate", "a seq2seq run (profond train --recipe numbers-fr-attention)")
     from .methods.seq2seq import Seq2SeqMethod, draw_attention
     from .train.loop import load_run
 

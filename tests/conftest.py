@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from profond.train.callbacks import Callback
+
 torch.set_num_threads(2)
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 needs_fmnist = pytest.mark.skipif(not FMNIST.exists(), reason="apt-get install dataset-fashion-mnist")
@@ -67,3 +69,15 @@ def run_quick_experiment(name: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 os.environ.setdefault("PROFOND_TEST", "1")
+
+
+class StopAt(Callback):
+    """A loop callback that interrupts (as Ctrl-C does: checkpoint at this exact step) after
+    step ``at``, for resume-equals-uninterrupted tests."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_end(self, loop, step, metrics):
+        if step == self.at:
+            loop._interrupt = True

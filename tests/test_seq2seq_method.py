@@ -18,6 +18,7 @@ from profond.methods.seq2seq import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, teac
 from profond.train import train
 from profond.train.callbacks import Callback
 from profond.train.loop import load_run
+from tests.conftest import StopAt
 
 pytest.importorskip("num2words")
 
@@ -135,24 +136,13 @@ def test_data_subset_is_a_seeded_sample_spread_over_all_numbers():
     assert m.input_lengths("train") == [count_words(w) for w, _ in rows]
 
 
-class _StopAt(Callback):
-    """Interrupt (as Ctrl-C does: checkpoint at this exact step) after step ``at``."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step_end(self, loop, step, metrics):
-        if step == self.at:
-            loop._interrupt = True
-
-
 def test_resume_mid_schedule_is_exact(tmp_path):
     from safetensors.torch import load_file
 
     small = [*TINY, "method.dataset={n_train: 200, n_val: 20, n_test: 20}", "train.max_steps=6",
              "method.teacher_forcing_end=0.2"]
     full = train(resolve(overrides=[*small, f"out={tmp_path}", "name=full"]))
-    part = train(resolve(overrides=[*small, f"out={tmp_path}", "name=part"]), callbacks=[_StopAt(3)])
+    part = train(resolve(overrides=[*small, f"out={tmp_path}", "name=part"]), callbacks=[StopAt(3)])
     assert part.summary["status"] == "interrupted"
     train(resolve(overrides=[*small, f"out={tmp_path}", "name=part"]), run_dir=part.run_dir, resume=True)
 

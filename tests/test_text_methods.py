@@ -26,8 +26,8 @@ from profond.methods.sequence import (
     ngram_bpc,
 )
 from profond.train import train
-from profond.train.callbacks import Callback
 from profond.train.loop import load_run
+from tests.conftest import StopAt
 
 SYSTEM = T.FORTUNE_DIRS[0]
 needs_fortunes = pytest.mark.skipif(
@@ -210,20 +210,9 @@ def test_generate_cli_writes_text_and_rejects_bad_input(lm_run, lang_run, tmp_pa
     assert bad.exit_code == 2 and "character language model" in bad.output
 
 
-class _StopAt(Callback):
-    """Interrupt (as Ctrl-C does: checkpoint at this exact step) after step ``at``."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step_end(self, loop, step, metrics):
-        if step == self.at:
-            loop._interrupt = True
-
-
 @needs_fortunes
 def test_char_lm_resume_mid_epoch_is_exact(lm_run, tmp_path):
-    part = train(_cfg(tmp_path, LM), callbacks=[_StopAt(30)])  # mid-epoch 2 (23 steps per epoch)
+    part = train(_cfg(tmp_path, LM), callbacks=[StopAt(30)])  # mid-epoch 2 (23 steps per epoch)
     assert part.summary["status"] == "interrupted"
     run = part.run_dir
     meta = json.loads(next((run / "checkpoints").glob("step_00000030/meta.json")).read_text())

@@ -37,22 +37,25 @@ class ExperimentResult:
     extra: dict = field(default_factory=dict)
 
 
-def run_training(out: Path, name: str, overrides: list[str]) -> tuple[Any, float]:
+def run_training(out: Path, name: str, overrides: list[str], *, recipe: str | None = None,
+                 callbacks: list[Any] | None = None) -> tuple[Any, float]:
     """One quiet CPU training run through the one loop, in ``out/runs/NAME``.
 
-    Defaults shared by the course's ablations (an MLP, batch 128, 2 threads, seed 0) come
-    first, so ``overrides`` win. Returns the :class:`~profond.train.RunResult` and the
-    wall seconds of the run.
+    Without ``recipe``, defaults shared by the course's ablations (an MLP, batch 128) come
+    first; with one, the recipe is the base. ``overrides`` win either way (2 threads and
+    seed 0 unless they say otherwise); ``callbacks`` go to the loop. Returns the
+    :class:`~profond.train.RunResult` and the wall seconds of the run.
     """
     from ..config import resolve
     from ..train import train
 
-    cfg = resolve(overrides=[
-        "model.name=mlp", "data.batch_size=128", "train.quiet=true", "train.device=cpu",
+    base = [] if recipe else ["model.name=mlp", "data.batch_size=128"]
+    cfg = resolve(recipe=recipe, overrides=[
+        *base, "train.quiet=true", "train.device=cpu",
         "train.threads=2", "train.seed=0", f"out={out / 'runs'}", f"name={name}", *overrides,
     ])
     t0 = time.perf_counter()
-    res = train(cfg)
+    res = train(cfg, callbacks=callbacks or ())
     return res, time.perf_counter() - t0
 
 

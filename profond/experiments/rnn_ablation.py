@@ -65,7 +65,7 @@ import pandas as pd  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..train.callbacks import Callback  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult, finite  # noqa: E402
+from . import ExperimentResult, finite, run_training  # noqa: E402
 
 RECIPE = "fortune-topics-bilstm"
 #: gate blocks per layer and direction: LSTM i, f, g, o (5.9–5.13); GRU r, z, n (5.16–5.18)
@@ -178,18 +178,13 @@ class _EpochClock(Callback):
 
 
 def _train(out: Path, name: str, overrides: list[str]) -> tuple[Any, Any, _EpochClock, float]:
-    """One run of the recipe through the loop (one thread, quiet, seed 0)."""
-    from ..config import resolve
-    from ..train import train
+    """One run of the recipe through the loop (one thread, quiet, seed 0); also returns the
+    resolved config the run saved."""
+    from ..config import RunConfig, resolve_method
 
-    cfg = resolve(recipe=RECIPE, overrides=[
-        "train.quiet=true", "train.device=cpu", "train.threads=1", "train.seed=0",
-        f"out={out / 'runs'}", f"name={name}", *overrides,
-    ])
     clock = _EpochClock()
-    t0 = time.perf_counter()
-    res = train(cfg, callbacks=[clock])
-    return res, cfg, clock, time.perf_counter() - t0
+    res, wall = run_training(out, name, ["train.threads=1", *overrides], recipe=RECIPE, callbacks=[clock])
+    return res, resolve_method(RunConfig.load(res.run_dir / "config.yaml")), clock, wall
 
 
 def _mean(xs: list[float]) -> float:
