@@ -15,20 +15,21 @@ naming the key and the valid choices.
 
 ``model`` and ``method`` are open sections: besides ``name`` they take the keyword
 arguments of the registered builder (``--set model.widths=[512,256]``); those are
-checked against the builder's signature when the run is built.
+checked against the builder's signature and annotations when the run is built
+(:mod:`profond.registry`). Values are checked by :func:`profond.base.coerce.coerce`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
+from .base.coerce import PosInt, Range, coerce
 from .errors import ConfigError
 
 
@@ -65,8 +66,8 @@ class DataConfig:
     val_size: int = 5000
     #: use only this many training examples (after the split); ``None`` = all
     subset: int | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 1000
+    batch_size: PosInt = 128
+    eval_batch_size: PosInt = 1000
     #: batched augmentations, e.g. ``[crop, flip]``, ``[crop:2, flip, affine]`` (see profond.data.augment)
     augment: list[str] = field(default_factory=list)
     mixup_alpha: float = 0.0
@@ -75,11 +76,11 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    #: sgd | rmsprop | adam | adamw | lion (lion: from profond.scratch, torch has none)
-    name: str = "adam"
+    #: lion: from profond.scratch, torch has none
+    name: Literal["sgd", "rmsprop", "adam", "adamw", "lion"] = "adam"
     #: torch (torch.optim) | scratch (profond.scratch.optim, written from the course's rules)
-    impl: str = "torch"
-    lr: float = 1e-3
+    impl: Literal["torch", "scratch"] = "torch"
+    lr: Annotated[float, Range(0, lo_open=True)] = 1e-3
     momentum: float = 0.0
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -96,8 +97,7 @@ class OptimConfig:
 
 @dataclass
 class SchedConfig:
-    #: constant | step | cosine | warmup-cosine | onecycle
-    name: str = "constant"
+    name: Literal["constant", "step", "cosine", "warmup-cosine", "onecycle"] = "constant"
     warmup_epochs: float = 0.0
     #: step schedule: multiply the LR by ``gamma`` every ``step_epochs`` epochs
     step_epochs: float = 10.0
@@ -114,21 +114,21 @@ class EarlyStopConfig:
     #: stop after this many evaluations without improvement; ``None`` disables (course §3.8)
     patience: int | None = None
     monitor: str = "val_loss"
-    #: min | max | auto (max for accuracy-like names, min otherwise)
-    mode: str = "auto"
+    #: auto: max for accuracy-like names, min otherwise
+    mode: Literal["auto", "min", "max"] = "auto"
     min_delta: float = 0.0
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: PosInt = 10
     #: stop after this many optimizer steps (overrides epochs when reached first)
     max_steps: int | None = None
     seed: int = 0
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
     #: fp32 | bf16 (autocast, CPU and CUDA) | fp16 (autocast + GradScaler, CUDA only)
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     clip_grad_norm: float | None = None
     #: exponential moving average of the weights, evaluated instead of the raw weights
     ema_decay: float | None = None
@@ -173,7 +173,7 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        from .train.io import atomic_write_text
+        from .base.io import atomic_write_text
 
         atomic_write_text(path, self.to_yaml())
 
@@ -237,7 +237,7 @@ def set_key(cfg: Any, dotted: str, value: Any, _root_prefix: str = "") -> None:
         if part not in fields:
             valid = ", ".join(path + f for f in fields)
             raise ConfigError(f"unknown config key {path + part!r}. Valid keys here: {valid}.")
-        hint = typing.get_type_hints(type(obj))[part]
+        hint = typing.get_type_hints(type(obj), include_extras=True)[part]
         if last:
             current = getattr(obj, part)
             if dataclasses.is_dataclass(current):
@@ -249,65 +249,6 @@ def set_key(cfg: Any, dotted: str, value: Any, _root_prefix: str = "") -> None:
         path += part + "."
         if not dataclasses.is_dataclass(obj):
             raise ConfigError(f"config key {path.rstrip('.')!r} is a value, not a section.")
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check/convert ``value`` to the annotated type ``hint`` or raise ConfigError."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"bad value for {key!r}: {value!r}")
-    if origin in (list, tuple):
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            value = [value]  # `--set data.augment=flip` means [flip]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"bad value for {key!r}: expected a list, got {value!r}.")
-        inner = args[0] if args else Any
-        return [coerce(v, inner, key) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"bad value for {key!r}: expected a mapping like {{a: 1}}, got {value!r}.")
-        return dict(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"bad value for {key!r}: expected true or false, got {value!r}.")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"bad value for {key!r}: expected an integer, got {value!r}.")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # yaml reads 1e-3 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"bad value for {key!r}: expected a number, got {value!r}.")
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"bad value for {key!r}: expected a string, got {value!r}.")
-    return value
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -395,30 +336,21 @@ def resolve_method(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-CHOICES = {
-    "optim.name": ("sgd", "rmsprop", "adam", "adamw", "lion"),
-    "optim.impl": ("torch", "scratch"),
-    "sched.name": ("constant", "step", "cosine", "warmup-cosine", "onecycle"),
-    "train.precision": ("fp32", "bf16", "fp16"),
-    "train.early_stop.mode": ("auto", "min", "max"),
-}
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Every field of dataclass ``obj`` against its annotation (choices, ranges), recursively."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_fields(value, prefix + f.name + ".")
+        else:
+            coerce(value, hints[f.name], prefix + f.name)
 
 
 def validate(cfg: RunConfig) -> None:
-    for key, choices in CHOICES.items():
-        obj: Any = cfg
-        for part in key.split("."):
-            obj = getattr(obj, part)
-        if obj not in choices:
-            raise ConfigError(f"bad value for {key!r}: {obj!r}. Valid values: {', '.join(choices)}.")
+    check_fields(cfg)
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"bad value for 'train.device': {dev!r}. Valid values: auto, cpu, cuda, cuda:N.")
-    for key in ("data.batch_size", "data.eval_batch_size", "train.epochs"):
-        sec, k = key.split(".")
-        if getattr(getattr(cfg, sec), k) < 1:
-            raise ConfigError(f"bad value for {key!r}: must be >= 1.")
-    if cfg.optim.lr <= 0:
-        raise ConfigError("bad value for 'optim.lr': must be > 0.")
     if len(cfg.optim.betas) != 2:
         raise ConfigError("bad value for 'optim.betas': give two numbers, e.g. [0.9, 0.999].")

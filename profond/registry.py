@@ -12,17 +12,27 @@ everything user-facing (CLI ``list``, error messages, configs) goes through name
 
 Registration happens at import time; :func:`load_all` imports every module that
 registers something, so lookups never depend on import order.
+
+A registered function checks its arguments however it is called (``MODELS.build``, or
+``mlp(...)`` directly): each argument it is given goes through
+:func:`~profond.base.coerce.coerce` against the function's annotation, under the key
+``KIND.ARG`` (``model.dropout``). So choices are ``Literal[...]`` hints, ranges
+``Annotated[int, Range(1)]`` hints (:data:`~profond.base.coerce.PosInt`, ...), and a
+builder holds no argument checks of its own, only what is really about the model.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .base.coerce import coerce
 from .errors import ConfigError, RegistryError
 
 
@@ -43,14 +53,19 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, *, help: str = "", tags: tuple[str, ...] = ()):
-        """Decorator registering ``fn`` under ``name``."""
+        """Decorator registering ``fn`` under ``name``.
+
+        A function is replaced by :func:`checked` ``fn`` (its arguments coerced to its
+        annotations); a class (the methods, built from a RunConfig) is kept as it is.
+        """
 
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-            if name in self._entries and self._entries[name].builder is not fn:
+            if name in self._entries and _unwrapped(self._entries[name].builder) is not fn:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             doc = help or (inspect.getdoc(fn) or "").split("\n")[0]
-            self._entries[name] = Entry(name, fn, doc, tuple(tags))
-            return fn
+            builder = fn if inspect.isclass(fn) else checked(fn, self.kind + ".")
+            self._entries[name] = Entry(name, builder, doc, tuple(tags))
+            return builder
 
         return deco
 
@@ -80,7 +95,8 @@ class Registry:
         return self._entries[name].builder
 
     def build(self, name: str, **kwargs: Any) -> Any:
-        """Call the builder, turning unknown or ill-typed keyword arguments into ConfigError."""
+        """Call the builder, turning unknown or ill-typed keyword arguments into ConfigError
+        (the registered function coerces each one to its annotation, see :func:`checked`)."""
         fn = self.get(name)
         check_kwargs(fn, kwargs, f"{self.kind} {name!r}")
         return fn(**kwargs)
@@ -101,6 +117,36 @@ def builder_params(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
         for k, p in inspect.signature(fn).parameters.items()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+
+
+def _unwrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return getattr(fn, "__wrapped__", fn)
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+@functools.cache
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    return typing.get_type_hints(fn, include_extras=True)
+
+
+def checked(fn: Callable[..., Any], prefix: str) -> Callable[..., Any]:
+    """``fn`` whose every given argument is first coerced to its annotation (key ``prefix +
+    name``, ``model.dropout``), by :func:`~profond.base.coerce.coerce`. Arguments left out
+    keep their defaults unchecked; the annotations are read on the first call."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        hints = _hints(fn)
+        bound = sig.bind(*args, **kwargs)
+        for key, value in bound.arguments.items():
+            if key in hints and sig.parameters[key].kind in _NAMED:
+                bound.arguments[key] = coerce(value, hints[key], prefix + key)
+        return fn(*bound.args, **bound.kwargs)
+
+    return wrapper
 
 
 def check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:

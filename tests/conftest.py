@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from profond.train.callbacks import Callback
+from profond.contract import Callback
 
 torch.set_num_threads(2)
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -66,9 +65,6 @@ def run_quick_experiment(name: str, tmp_path_factory: pytest.TempPathFactory) ->
         mp.delenv("PROFOND_DATA", raising=False)
         run_experiment(name, quick=True, out=out)
     return out
-
-
-os.environ.setdefault("PROFOND_TEST", "1")
 
 
 class StopAt(Callback):

@@ -13,7 +13,7 @@ from torch import nn
 
 from profond.config import OptimConfig, SchedConfig
 from profond.errors import CheckpointError
-from profond.train.checkpoint import (
+from profond.base.checkpoint import (
     CheckpointManager,
     load_checkpoint,
     rng_state,

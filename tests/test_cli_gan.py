@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from profond.cli import _read_image, app
+from profond.cli import app
+from profond.data.inputs import read_image as _read_image
 from profond.methods.autoencoder import psnr
 from profond.methods.gan import GANMethod
 from profond.methods.generative import slerp

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from profond.errors import ConfigError
-from profond.methods.base import Env
+from profond.contract import Env
 from profond.methods.img2img import CycleGANMethod, ImagePool
 from profond.models.unet import PatchGAN, UNet
 from profond.registry import MODELS

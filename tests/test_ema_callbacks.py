@@ -11,7 +11,9 @@ from torch import nn
 
 from profond.config import EarlyStopConfig
 from profond.errors import CheckpointError, ConfigError
-from profond.train.callbacks import Callback, EarlyStopping, resolve_mode
+from profond.base.checkpoint import resolve_mode
+from profond.contract import Callback
+from profond.train.callbacks import EarlyStopping
 from profond.train.ema import EMA
 
 

@@ -288,7 +288,7 @@ def test_class_monitor_every_k_steps_is_averaged_over_its_steps(tmp_path):
     """The mode-collapse monitor runs on Fashion-MNIST-shaped data every ``monitor_every`` steps;
     the epoch row averages it over the steps that logged it, not over all steps."""
     from profond.train import train
-    from profond.train.callbacks import Callback
+    from profond.contract import Callback
 
     seen: list[dict] = []
 

@@ -107,3 +107,33 @@ def test_l1_penalty_makes_weights_sparse(tmp_path):
 
     assert small_fraction(l1) > small_fraction(plain) + 0.15  # measured 0.34 vs 0.07
     assert "train_l1_penalty" in l1.history[-1]
+
+
+def test_optimize_returns_the_pre_clip_norm_and_the_loop_resets_it_every_step(tmp_path):
+    """``ctx.optimize`` returns the gradient norm before clipping (None when nothing asks for
+    it); the loop logs only what the current step measured."""
+    import torch
+    import torch.nn.functional as F
+
+    from profond.train.loop import Trainer
+
+    t = Trainer(tiny_cfg(tmp_path, "train.clip_grad_norm=0.01"), run_dir=tmp_path / "r")
+    x, y = next(iter(t.method.train_data.batches(0)))
+    net = t.method.raw_nets["model"]
+
+    def loss() -> torch.Tensor:
+        return F.cross_entropy(t.method.nets["model"](x), y)
+
+    loss().backward()
+    expected = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()])))
+    net.zero_grad()
+    before = [p.detach().clone() for p in net.parameters()]
+    got = t.ctx.optimize(loss())
+    assert got == pytest.approx(expected, rel=1e-5) and got > 0.01
+    assert all(p.grad.norm() <= 0.01 + 1e-6 for p in net.parameters())  # clipped after measuring
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+    vals = t._train_step((x, y))
+    assert vals["grad_norm_model"] > 0.01
+    t.cfg.train.clip_grad_norm = None  # nothing measures now: None, and no stale norm is logged
+    assert t.ctx.optimize(loss()) is None
+    assert "grad_norm_model" not in t._train_step((x, y))

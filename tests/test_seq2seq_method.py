@@ -16,7 +16,7 @@ from profond.config import resolve
 from profond.data.tokenize import load_tokenizer
 from profond.methods.seq2seq import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, teacher_forcing_at
 from profond.train import train
-from profond.train.callbacks import Callback
+from profond.contract import Callback
 from profond.train.loop import load_run
 from tests.conftest import StopAt
 
@@ -125,7 +125,7 @@ def test_translate_cli_bad_inputs_exit_2(s2s, tmp_path):
 
 def test_data_subset_is_a_seeded_sample_spread_over_all_numbers():
     from profond.data.text import count_words
-    from profond.methods.base import Env
+    from profond.contract import Env
     from profond.methods.seq2seq import Seq2SeqMethod
 
     cfg = resolve(overrides=[*TINY, "method.dataset={n_train: 300, n_val: 10, n_test: 10}", "data.subset=50"])

@@ -2,9 +2,12 @@
 
 * :mod:`profond.data.idx` - the IDX file format of (Fashion-)MNIST;
 * :mod:`profond.data.download` - verified, atomic downloads;
-* :mod:`profond.data.vision` - the registered datasets and where their files are found;
+* :mod:`profond.data.vision` - the registered image datasets and where their files are found;
 * :mod:`profond.data.loader` - :class:`Batches`, reproducible, resumable mini-batches;
-* :mod:`profond.data.augment` - crop, flip, affine, Mixup, CutMix on whole batches (§3.7).
+* :mod:`profond.data.augment` - crop, flip, affine, Mixup, CutMix on whole batches (§3.7);
+* :mod:`profond.data.text` - the text datasets of chapters 5-6 (fortunes, French numbers);
+* :mod:`profond.data.tokenize` - character and byte-level BPE tokenizers;
+* :mod:`profond.data.series` - real time series and sliding windows (exercise 5.3).
 """
 
 from .augment import Augment, build_augment

@@ -643,7 +643,7 @@ def french_numbers(
       across digit counts, from the numbers in neither val nor test.
 
     All three are disjoint and sorted by number. Sizes and ``seed`` fix the split.
-    Spelling costs about 0.4 ms a number (num2words), so the default sizes take ~10 s;
+    Spelling every number (num2words) is the slow part at the default sizes;
     ``data_dir``, ``download`` and ``progress`` are ignored (nothing is read).
     """
     if not 100 <= max_number <= MAX_NUMBER:

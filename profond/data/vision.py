@@ -28,8 +28,7 @@ corrupt file is a :class:`~profond.errors.DatasetError` naming the file, never a
 to look further (a half-copied dataset must not be silently shadowed by another one).
 
 Files found on disk are *not* hashed on every load: hashing the 30 MB of Fashion-MNIST
-takes 0.15-0.3 s on the reference machine (0.14 s for the 26 MB training images alone
-with hashlib), more than the 0.1 s budget we allowed ourselves, so a load validates the structure instead (IDX header, exact byte counts,
+would exceed the time budget of a load, so a load validates the structure instead (IDX header, exact byte counts,
 gzip CRC-32, label range), which catches truncation and corruption. Downloads are always
 hashed. :func:`verify_files` hashes a folder on demand.
 """
@@ -347,7 +346,7 @@ def _load_idx_folder(folder: Path, num_classes: int = 10):
                 "dataset; the copy is incomplete, add the file or delete the folder)."
             )
         paths.append(p)
-    # zlib releases the GIL: decompressing the four files in threads halves the load time.
+    # zlib releases the GIL: decompressing the four files in threads shortens the load.
     with ThreadPoolExecutor(max_workers=4) as pool:
         tx, ty, vx, vy = pool.map(read_idx, paths)
     for images, labels, ip, lp in ((tx, ty, paths[0], paths[1]), (vx, vy, paths[2], paths[3])):
@@ -498,7 +497,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
     This is the data of ``sklearn.datasets.load_digits``, read straight from the CSV
     bundled with scikit-learn (``sklearn/datasets/data/digits.csv.gz``): importing
-    ``sklearn.datasets`` costs about 3 s, reading the file a few milliseconds. Falls back
+    ``sklearn.datasets`` is slow, reading the file is not. Falls back
     to ``load_digits`` if the file is not where expected.
     """
     spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
@@ -580,7 +579,7 @@ def synthetic(
 ) -> ImageData:
     """Ten smooth random class templates plus noise, 1x28x28, 2000 train / 500 test.
 
-    Deterministic (fixed seed), needs no files, and a small MLP learns it to >95% test
-    accuracy in about a second: the dataset of the test suite and of smoke runs.
+    Deterministic (fixed seed), needs no files, and a small MLP learns it quickly: the
+    dataset of the test suite and of smoke runs.
     """
     return _synthetic()

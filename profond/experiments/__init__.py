@@ -21,9 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..base.io import atomic_write_text
 from ..errors import ProfondError
 from ..registry import EXPERIMENTS
-from ..train.io import atomic_write_text
 
 #: modules holding registered experiments (later issues add theirs here)
 MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention"]

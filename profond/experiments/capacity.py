@@ -4,20 +4,16 @@ Two experiments, both trained through the one loop (:func:`profond.train.train`)
 
 ``width-depth`` -- course §1.7 (width / depth ablation) and exercise 1.4: MLPs with 1 to 6
 hidden layers, all of the same width in {32, 64, 128, 256, 512}, Adam (lr 1e-3), 5 epochs on
-the whole training set (on the same loaded machine, one epoch of the largest net, 6 x 512,
-took ~80 s: the full grid is a long, hours-scale CPU run). The parameter count of each net
-is the real one of the built model (``sum(p.numel())``, as the §1.7 listing does). Table:
-depth, width, params, validation and test accuracy, time. Figure: the heatmap of exercise
+the whole training set (the full grid is a long, hours-scale CPU run). The parameter count
+of each net is the real one of the built model (``sum(p.numel())``, as the §1.7 listing does).
+Table: depth, width, params, validation and test accuracy, time. Figure: the heatmap of exercise
 1.4 (test accuracy over depth x width), each cell annotated with its parameter count.
 
 ``dropout-wd`` -- the §3.11 ablation table: dropout {0, 0.1, 0.3, 0.5, 0.7} x weight decay
 {0, 1e-5, 1e-4, 1e-3, 1e-2} with AdamW (lr 1e-3, decoupled weight decay, as the §3.11
 listing) on the MLP (784, 256, 128, 10) with dropout after each hidden activation (§3.4).
 The course trains 20 epochs per cell; the full mode here trains 5 (a quarter of the cost,
-no ``--set`` needed). Cost measured on a shared, loaded 2-core machine (load ~4-5): one
-full-data epoch of this MLP took ~45 s through the loop (~14 s of raw forward/backward), so
-the 25 x 5 epochs take well over 10 minutes there; an idle machine is several times faster.
-Table: the course's layout (rows dropout, columns weight decay, cells test accuracy) is
+no ``--set`` needed). Table: the course's layout (rows dropout, columns weight decay, cells test accuracy) is
 written to ``pivot.csv`` / ``pivot.md`` and appended to ``table.md``; ``table.csv`` is the
 long table (one row per grid point). Figure: the heatmap of test accuracy over (dropout x weight decay).
 
@@ -40,8 +36,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..base.io import atomic_write_text  # noqa: E402
 from ..registry import EXPERIMENTS, MODELS  # noqa: E402
-from ..train.io import atomic_write_text  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
 from . import ExperimentResult, run_row, run_training, to_markdown  # noqa: E402
 

@@ -26,29 +26,17 @@ seconds, the course's FID and a ``diverged`` flag: a run stopped by
 are NaN. The notes check the three claims of remark 8.11 on the measured table and on the
 course's (:func:`remark_8_11`).
 
-Budget. The course trains 25 epochs of 60,000 images with DCGAN widths 64. On 2 CPU cores
-a width-64 step at batch 128 costs ~0.5 s, i.e. ~100 min per row and ~15 h for the table:
-out of reach. The full mode keeps every row on the **same reduced budget**: widths
+Budget. The course trains 25 epochs of 60,000 images with DCGAN widths 64: on 2 CPU cores
+that is out of reach. The full mode keeps every row on the **same reduced budget**: widths
 ``features_g = features_d = 32``, **3 epochs** of the 55,000 training images (after the
 5,000-image validation split; 1,290 D steps at batch 128), FID / KID on 5,000 samples vs the
-10,000 test images. Estimated time (not run end to end): ~0.3 s per width-32 batch-128 step
-on 2 idle cores (scaled from the ~0.5 s of a width-64 step by the width-32 / width-64 cost
-ratio ~0.55), and a batch-64 WGAN-GP step costs ~0.8 of that (both ratios measured on a
-loaded machine, where a width-32 step took 2.2 s), so ~6.5 min per batch-128 row, ~10 min
-for WGAN-GP (twice the steps), plus per-epoch validation FIDs and the final scoring: about
-**70 min** for the 9 distinct runs. At this budget the n_critic = 5 run makes 1/5 of the G
-updates of the base (516 vs 1,290): the course's claim (3) is tested at equal data, not equal
-G updates. Shorter runs do not rank the rows: a 100-step width-32 run gives FID ~114 and
-mode-collapsed blobs (the ``fmnist-dcgan`` recipe notes FID 88 after 300 steps), and a
-medium check of the whole table (widths 16, 2 epochs of 6,400 images = 100 D steps, FID on
-2,000 samples, 7 min on the loaded machine) gave FIDs 108-123 with every row still blobs in
-one or two classes, ranked by how fast G moves (LR G 5e-4 best, TTUR worst): none of the
-three claims of remark 8.11 held there.
+10,000 test images. At this budget the n_critic = 5 run makes 1/5 of the G updates of the
+base (516 vs 1,290): the course's claim (3) is tested at equal data, not equal G updates.
+Much shorter runs do not rank the rows (the generators are still mode-collapsed blobs).
 
 ``--quick`` (CI): widths 8, 1 epoch of 1,280 training images (10 D steps at batch 128, 20
 for WGAN-GP at batch 64), one torch thread (tiny nets), FID / KID on 500 samples vs 1,000
-test images, every row of the table: ~60 s on 2 cores shared with other jobs (load ~5).
-Its numbers only show that the pipeline runs; they rank nothing (the generators are still
+test images, every row of the table. Its numbers only show that the pipeline runs; they rank nothing (the generators are still
 near their initialisation: grey samples, one predicted class).
 """
 

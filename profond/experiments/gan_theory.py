@@ -24,10 +24,8 @@ rank: the Nagarajan & Kolter 2017 / Mescheder et al. 2018 lemma) — so simultan
 gradient descent-ascent converges for a step size below ``η* = min 2|Re λ| / |λ|²``
 and spirals away from (0, 1) above it. The claim of the exercise ("not a stable
 attractor") holds for the discrete dynamics with a large step (η > η*), not for small
-steps. Measured: η* ≈ 1.97 (1024 quantiles; 1.84 with the 128 of ``--quick``); simultaneous
-play converges for η ∈ {0.05, …, 1.5} and wanders at distance 1-30 from (0, 1) for η = 2;
-alternating updates (D step, then G step against the new D) converge for η ≤ 0.5 but stay
-at distance ≈ 0.06-0.1 for η ∈ {1, 1.5}. The canonical non-convergent case is the bilinear
+steps; the experiment reports η* and, per step size, where simultaneous and alternating
+updates (D step, then G step against the new D) end up. The canonical non-convergent case is the bilinear
 game (third panel of the figure): simultaneous play multiplies the distance to (0, 0) by
 exactly ``sqrt(1 + η²)`` per step (diverges for every η), alternating updates stay on a bounded orbit (neither converge nor diverge), and
 extragradient contracts by ``sqrt(1 - η² + η⁴) < 1`` (converges).
@@ -63,7 +61,7 @@ EX81 = {"mu_data": 3.0, "sigma_data": 1.0, "mu_g": 0.0, "sigma_g": 1.0}
 
 
 def _stats():
-    """``scipy.stats``, imported on first use (it costs ~1 s, and the registry imports this module)."""
+    """``scipy.stats``, imported on first use (it is slow to import, and the registry imports this module)."""
     from scipy import stats
 
     return stats

@@ -14,8 +14,7 @@ numbers (``course_recon`` / ``course_kl``: *MNIST*, 30 epochs, so only the trend
 Figures: reconstruction vs KL over β (exercise 9.4.3), recon / KL / active units against the
 latent dimension (Remarque 9.10: d = 2 is too small, large d leaves units inactive), and a
 sample grid per architecture. Full mode: 12 distinct runs of 10 epochs each (the "MLP (512)"
-row is the base run), FID on 5,000 samples: about an hour on 2 idle CPU cores (estimated
-from the measured cost of a training step: ~25 s per MLP epoch, ~75 s per conv epoch).
+row is the base run), FID on 5,000 samples.
 
 ``anomaly`` -- one-class anomaly detection with an autoencoder: for each Fashion-MNIST class
 c, train an AE on the images of class c only (``method.normal_class``), score every test
@@ -24,12 +23,11 @@ mean), with the ROC curves of all classes on one figure. Two thresholds: the one
 of :mod:`profond.methods.autoencoder` (the 95 % quantile of the *normal* validation scores:
 no anomaly needed) and the one maximising the macro F1 (mean of the anomaly and normal F1) on
 the whole validation split (all classes, anomalies labelled); each is applied to the test set
-(test F1). Full mode: conv AE (latent 32), 10 classes x 10 epochs on ~5,500 images each,
-about 25 minutes on 2 idle CPU cores (estimated, as above).
+(test F1). Full mode: conv AE (latent 32), 10 classes x 10 epochs on ~5,500 images each.
 
 ``--quick``: 1,000 training images (anomaly: 1,000 of the normal class), 1 epoch; a reduced
 grid (latent {2, 20}, β {1, 4}, MLP [512] vs a narrow conv [16, 32, 32]; anomaly: 3 classes,
-MLP AE) and FID on 500 samples against 1,000 test images: under a minute each on 2 idle cores.
+MLP AE) and FID on 500 samples against 1,000 test images.
 """
 
 from __future__ import annotations

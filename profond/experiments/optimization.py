@@ -19,7 +19,7 @@ scheduler) and the accuracy bars.
 ``--quick`` (CI-sized, seconds on 2 cores): a 2,000-image subset, 500 validation images,
 an MLP (784, 64, 10), 2 epochs, and for ``optimizers`` the reduced grid {1e-3, 1e-2, 1e-1}.
 The test set is evaluated at the end of every run by :func:`~profond.train.train` anyway
-(about 0.1 s for the small MLP), so the table reports both validation and test accuracy.
+(it is cheap for the small MLP), so the table reports both validation and test accuracy.
 """
 
 from __future__ import annotations

@@ -29,18 +29,9 @@ the course's params / accuracy (IMDB, best validation accuracy over 15 epochs) f
 reference. The TF-IDF + logistic-regression baseline of the method is in the notes.
 Figures: ``accuracy_vs_params.png`` (test accuracy against the parameter count, LSTM and
 GRU points labelled), ``time_per_epoch.png`` (bars). The notes judge remark 5.8's three
-claims from the measured numbers.
-
-Measured (full mode, ``profond experiment rnn-ablation``, 5 epochs, texts cut to 64 tokens,
-one thread, 699 s wall / 654 s CPU on the shared 2-core machine; test accuracy / CPU s per
-epoch): BiLSTM-64 0.520 / 5.0, -128 0.555 / 9.2, -256 0.586 / 22.9, -128x2 0.571 / 18.9,
--128x3 0.482 / 30.2; BiGRU-128 0.541 / 12.4, -128x2 0.569 / 24.7; TF-IDF + LR 0.661. Remark
-5.8: larger ``d_h`` helps (+0.065 from 64 to 256; the two steps, +0.035 and +0.031, are each
-under 2 SE = 0.045, so "diminishing" is not resolved); 3 layers are worse (0.482) but also
-fit the training set less (train accuracy 0.560 vs 0.653 for 2 layers): under-fitting
-within 5 epochs, not the over-fitting of the remark; the GRU ties the LSTM (−0.014, −0.002)
-with 25 % fewer recurrent weights (15 % fewer in all). The recipe itself (10 epochs, 128
-tokens, BiLSTM-64) reaches 0.596: every row here is under-trained relative to it.
+claims from the measured numbers. The full mode (5 epochs, texts cut to 64 tokens) trains
+every row on less than the recipe's own budget (10 epochs, 128 tokens), so its rows are
+under-trained relative to the recipe.
 
 ``--quick`` (CI): the same 7 rows with every size divided by 8 (``d_h`` 8/16/32, embedding
 16), at most 40 texts per topic (~390 training texts), 32 characters (char tokenizer: no
@@ -62,8 +53,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..contract import Callback  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
-from ..train.callbacks import Callback  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
 from . import ExperimentResult, finite, run_training  # noqa: E402
 
@@ -109,12 +100,7 @@ class Budget:
 
 
 #: full mode: the recipe's data, tokenizer and model, texts cut to 64 tokens and 5 epochs
-#: (the cosine schedule follows) so that the 7 models fit ~15 min of one idle core: one
-#: training step (batch 32, 64 tokens, 1 thread) measured 95 / 191 / 422 ms for the LSTM
-#: 64 / 128 / 256, 354 / 533 ms for 128 x 2 / x 3, 146 / 281 ms for the GRU 128 x 1 / x 2,
-#: i.e. ~260 s for one epoch (129 steps) of all seven; a 3-epoch run then measured 160 CPU s
-#: per epoch of the seven (bucketing pads less) and 540 CPU s in all; 5 epochs measured
-#: 654 CPU s (699 s wall), ~11 min.
+#: (the cosine schedule follows) so that the 7 models fit ~15 min of one idle core
 #: quick: tiny data / sizes, one epoch
 FULL = Budget(epochs=5, overrides=("method.max_len=64",))
 QUICK = Budget(epochs=1, div=QUICK_DIV, overrides=(

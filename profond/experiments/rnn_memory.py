@@ -20,11 +20,7 @@ Two experiments, on the course's layers of :mod:`profond.nn.rnn`:
     both are checked per sequence and per lag (``max_ratio_to_bound`` ≤ 1).
 
     The networks are at initialisation (exercise 5.2.1 asks for a trained RNN; the bound
-    holds for any weights, and the init comparison of 5.2.4 is made at init). Measured
-    (full mode, 12 s): RNN orthogonal decays by 0.84 per step (norm 5e-4 at lag 50, bound
-    1), normal g=1 by 0.92 (σ_max = 1.86: the bound 3e13 at lag 50 is far from tight),
-    normal g=0.5 by 0.51 (5e-15 at lag 50, bound 0.03); untrained LSTM and GRU with
-    default biases decay by 0.63–0.74 per step (forget / update gates near 0.5).
+    holds for any weights, and the init comparison of 5.2.4 is made at init).
 
 ``memory-length`` (exercise 5.4, the copy task)
     A sequence of ``k = 8`` symbols drawn from 8 categories, then ``T − 1`` blanks and a
@@ -38,29 +34,22 @@ Two experiments, on the course's layers of :mod:`profond.nn.rnn`:
 
     **Training procedure: a curriculum on mixed delays** (:func:`train_copy`, after Zaremba &
     Sutskever, "Learning to Execute", 2014). Trained at a fixed ``T = 100`` from the start,
-    the LSTM never leaves the ``ln 8`` plateau within the budget (measured: 0.12 per
-    symbol, loss 2.08 after 3000 steps, the ``fixed`` row): as long as nothing is kept for
-    100 steps the read-out can only guess, and the gradient that would teach the storage
-    must cross 100+ steps of an untrained recurrence. So each training batch draws its
+    the LSTM never leaves the ``ln 8`` plateau within the budget (the ``fixed`` row): as
+    long as nothing is kept for 100 steps the read-out can only guess, and the gradient
+    that would teach the storage must cross 100+ steps of an untrained recurrence. So each training batch draws its
     delays uniformly in ``[1, D]`` (one length per batch: leading blanks,
     :func:`copy_task_batch` with ``min_delay``), ``D`` starting at 1 and multiplied by 1.5
     each time a training batch is copied at 90 % per symbol (checked every 10 steps), until
     ``D = T``; it then stays at ``[1, T]``. At ``D = 1`` the task is "store 8 symbols" with
-    short gradient paths — the slow part (~550 steps in a probe); once the storage is learnt,
-    longer delays only ask the forget gate to stay near 1 for longer, and ``D`` climbs from
-    2 to 100 in ~400 steps. Mixed delays without the curriculum (uniform in
-    ``[1, 100]`` from the start, lr 3e-3) were still at 0.27 per symbol after 1700 steps in
-    a probe. Learning rate: in probes at ``T = 100``, lr 3e-3 brought ``D`` to ``T`` after
-    ~2500 steps, lr 1e-2 after ~1000; ``d_h = 128`` (lr 3e-3) took about as many steps as
-    64 at 2.5× the cost per step. The procedure is legitimate: the models are scored on
-    ``n_test = 500`` fresh sequences at exactly delay ``T`` (their own random generator),
+    short gradient paths — the slow part; once the storage is learnt, longer delays only
+    ask the forget gate to stay near 1 for longer, and ``D`` climbs quickly. The procedure
+    is legitimate: the models are scored on ``n_test = 500`` fresh sequences at exactly delay ``T`` (their own random generator),
     the early stop (99 %, every 25 steps) looks at
     a fresh batch at exactly ``T`` too, and every model — RNN included — gets the same
     procedure and budget. ``curriculum=False`` keeps the plain fixed-delay training; the
     full mode also runs it (``training = fixed``) for the RNN at ``T = 10`` and 50 (its
-    best chance: mixing delays is harder for it; at ``T = 100`` it was measured to fail
-    too, 0.116 per symbol, loss 2.087 after 3000 steps, left out for time) and for the
-    LSTM at ``T = 100``.
+    best chance: mixing delays is harder for it; at ``T = 100`` it fails too and is left
+    out for time) and for the LSTM at ``T = 100``.
 
     Reported: exact-copy success rate (all ``k`` symbols right), per-symbol accuracy
     against the chance level ``1/n_symbols`` (:func:`chance_level`), the step at which the
@@ -73,23 +62,6 @@ Two experiments, on the course's layers of :mod:`profond.nn.rnn`:
     means per phase — symbols shown / waiting / delimiter / recall — over 32 fresh
     sequences (:func:`gate_phase_means`, ``gate_phases.csv``) are turned into sentences in
     the notes (:func:`interpret_gates`, exercise 5.4.3).
-
-    Measured (full mode, 1 thread on 2 CPU cores shared with other jobs, load 1.5–5: 530 s
-    in all, ``profond experiment memory-length``; every row is deterministic, seed 0, and came
-    out identical in three runs). Curriculum — LSTM 0.986 / 0.988 / 0.992 per symbol (exact
-    copy 0.90 / 0.91 / 0.94) at T = 10 / 50 / 100 (T = 100: D reached T at step 1080, early
-    stop at 2550, 45–142 s depending on the load); GRU 0.984 / 0.984 / 0.976 (T = 100:
-    99–217 s); RNN at chance at every T (its curriculum never gets past D = 6 in 3000
-    steps). Fixed delay — RNN 0.98 at T = 10 (1325 steps, 7–9 s) but 0.12 at T = 50 (loss
-    2.087 ≈ ln 8); LSTM 0.116 at T = 100 (loss 2.079). So the vanilla RNN fails from T = 50
-    on (exercise 5.4.4) whatever the procedure, and the LSTM solves T = 100 only with the
-    curriculum (within 3000 steps). Gates of the LSTM at T = 100 (means over units and 32
-    sequences): input gate 0.46 while the symbols are shown vs 0.07 while waiting; forget
-    gate 0.98 during the whole delay (lowest step 0.97), 0.79 while the symbols are written
-    and 0.69 at recall; output gate 0.19 while waiting vs 0.75 at recall. The LSTM opens its
-    input gate to write, holds its cell with f ≈ 1 and an almost closed input gate through
-    the 99 blanks, then opens its output gate and lets the cell go (f drops) as it reads the
-    symbols out.
 """
 
 from __future__ import annotations

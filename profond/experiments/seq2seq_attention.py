@@ -12,7 +12,8 @@ dataset, whose val / test numbers never occur in training) once per attention:
 * ``luong-dot`` / ``luong-general`` / ``luong-concat`` — the scores (6.6) / (6.7) / (6.8) of §6.3.
 
 Every run has the *same budget*: same data, embedding and hidden sizes (a small BiLSTM,
-``hidden_size`` 32, so that the fixed context is tight), optimizer, epochs and seed,
+``hidden_size`` 32, so that the fixed context is tight: a wider encoder hides the
+bottleneck on these short inputs), optimizer, epochs and seed,
 through the one training loop (:func:`~profond.experiments.run_training`, 1 thread).
 Attention adds parameters (the score network, and Bahdanau's/Luong's wider decoder
 input); the table reports each model's real count.
@@ -38,32 +39,8 @@ The full mode also trains ``none`` and ``bahdanau`` in the reverse direction, di
 words (:func:`reverse_comparison`: short inputs, outputs of up to ~70 characters), at the
 same budget: ``reverse.csv`` / ``reverse.md``, exact match per input length in digits.
 
-``--quick`` (CI-sized, ~22 s of CPU): ``none`` and ``bahdanau`` only (no reverse
+``--quick`` (CI-sized): ``none`` and ``bahdanau`` only (no reverse
 direction), a tiny model (hidden 24) on 1,500 training numbers for 2 epochs, 300 test numbers.
-
-Measured (full mode, ``profond experiment attention-bottleneck``, 1 thread per run: 422 s of
-CPU, 11.0 min wall on a shared, loaded 2-core machine; two runs gave identical tables;
-the words -> digits part alone took 266 s of CPU): test exact match on 2,000 held-out
-numbers, buckets 1-4 / 5-6 / 7-8 / 9+ words (183 / 665 / 740 / 412 numbers):
-
-* ``none`` (44k params): 0.722 overall; 0.951 / 0.872 / 0.653 / 0.502 — per length it falls
-  from 1.0 (2 words) to 0.33 (11 words);
-* ``bahdanau`` (70k): 0.9995; ``luong-dot`` (69k): 0.9995; ``luong-general`` (73k): 1.000;
-  ``luong-concat`` (77k): 0.9995 — at least 0.994 in every bucket.
-
-The bottleneck shows: the fixed context loses 0.45 of exact match from short to long
-inputs while every attention stays at ~1. With a wider encoder (hidden 96, the former
-``numbers-fr-noattn`` recipe) the fixed context reached 0.991 and the bottleneck did not
-show on these short (at most 12 words, ~70 characters) inputs. The attention heatmap
-(``luong-general``, "trois cent quatre-vingt-dix-huit mille sept cent soixante-dix-huit"
--> 398778) puts each digit on the word that determines it: 3 on "trois", 9 on
-"quatre-vingt-dix", 8 on "huit", 7 on "sept", 7 on "soixante-dix", 8 on the last "huit".
-
-Reverse direction (digits -> words, same budget): ``none`` 0.000 exact match (0.885
-teacher-forced token accuracy; it answers e.g. "cent quatre-vingt-dix-huit" for 102),
-``bahdanau`` 0.986 (1.000 / 0.991 / 0.970 / 0.995 for 3 / 4 / 5 / 6 digits). There the
-fixed context fails at every input length; the outputs are long whatever the number
-of digits (a per-output-length breakdown was not measured).
 """
 
 from __future__ import annotations
@@ -79,8 +56,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..base.io import atomic_write_text  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
-from ..train.io import atomic_write_text  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
 from . import ExperimentResult, finite, run_training, to_markdown  # noqa: E402
 

@@ -34,13 +34,14 @@ Options (``method.args``, :class:`AutoencoderOptions`):
   normal data — its ``precision``, ``recall`` and ``f1``; ``detailed=True`` adds the ROC
   curve (``roc_fpr``, ``roc_tpr``).
 
-An autoencoder has no prior, so it cannot sample (``can_sample = False``); ``encode`` /
+An autoencoder has no prior, so it cannot sample (it does not declare ``SamplesImages``); ``encode`` /
 ``decode`` expose the code for ``profond latent``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,12 +49,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..data import Batches, train_val_split
+from ..contract import Env
+from ..data import Batches
 from ..errors import ConfigError
 from ..models.ae import AutoEncoder, MLPEncoder
 from ..registry import METHODS
-from .base import Env
-from .generative import PIXELS, GenerativeMethod, batched
+from .capabilities import Reconstructs
+from .generative import EncodedLatent, GenerativeMethod, batched
 
 LOSSES = ("mse", "bce")
 NOISES = ("none", "gaussian", "salt-pepper")
@@ -133,9 +135,8 @@ def jacobian_frobenius(model: AutoEncoder, x: Tensor, code: Tensor | None = None
 
 
 @METHODS.register("autoencoder", help="autoencoder: plain / denoising / sparse / contractive / one-class anomaly")
-class AutoencoderMethod(GenerativeMethod):
+class AutoencoderMethod(GenerativeMethod, Reconstructs, EncodedLatent):
     Options = AutoencoderOptions
-    can_sample = False
     has_latent = True
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
@@ -192,21 +193,11 @@ class AutoencoderMethod(GenerativeMethod):
         c = self.opts.normal_class
         if c is None:
             return super().build_loaders(x, y)
-        cfg, env, d = self.cfg, self.env, self.cfg.data
-        x = self.data.train_x if x is None else x
-        y = self.data.train_y if y is None else y
-        if d.val_size >= len(x):
-            raise ConfigError(f"data.val_size={d.val_size} leaves no training data ({len(x)} examples).")
-        tx, ty, vx, vy = train_val_split(x, y, d.val_size, seed=cfg.train.seed)
-        tx, ty, vx, vy = tx[ty == c], ty[ty == c], vx[vy == c], vy[vy == c]
-        if d.subset is not None:
-            tx, ty = tx[: d.subset], ty[: d.subset]
-        if len(vx) == 0:
+        train, val = super().build_loaders(x, y, keep_class=c)
+        if val is None:
+            d = self.cfg.data
             raise ConfigError(f"method.normal_class={c} needs normal validation images to pick the anomaly "
                               f"threshold; data.val_size={d.val_size} holds none: raise data.val_size.")
-        train = Batches(tx, ty, batch_size=d.batch_size, shuffle=True, seed=cfg.train.seed,
-                        device=env.device, rank=env.rank, world_size=env.world_size, **PIXELS)
-        val = Batches(vx, vy, batch_size=d.eval_batch_size, shuffle=False, device=env.device, **PIXELS)
         return train, val
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -329,6 +320,17 @@ class AutoencoderMethod(GenerativeMethod):
             out["roc_tpr"] = [round(float(v), 6) for v in tpr]
             out["anomaly_fraction"] = float(is_anomaly.mean())
         return out
+
+    def eval_figures(self, metrics: dict[str, Any], folder: Path, title: str) -> dict[str, Path]:
+        """roc.png of an anomaly run (``normal_class`` set): the ROC curve of the test set."""
+        if "roc_fpr" not in metrics or "roc_tpr" not in metrics or "roc_auc" not in metrics:
+            return {}
+        from ..viz.images import save_roc
+
+        c = self.opts.normal_class
+        name = f"normal class {c} ({self.classes[c]})" if c is not None else "reconstruction error"
+        curve = (metrics["roc_fpr"], metrics["roc_tpr"], metrics["roc_auc"])
+        return {"roc_png": save_roc({name: curve}, folder / "roc.png", title=f"{title}: anomaly ROC")}
 
     def describe(self) -> dict[str, Any]:
         o = self.opts

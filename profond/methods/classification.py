@@ -1,7 +1,8 @@
 """Supervised image classification (course ch. 1, 3, 4): cross-entropy training step and
 accuracy / per-class accuracy / confusion-matrix evaluation.
 
-The loss is the cross-entropy of eq. (1.x) in §1.3, optionally with label smoothing
+The loss is the cross-entropy ``L_CE`` of course §1.3.2 (unnumbered there: chapters 1–2 of the
+course number no equations), optionally with label smoothing
 (targets ``(1-ε)·onehot + ε/K``). When Mixup or CutMix is on (§3.7), the data layer yields
 soft targets and the same cross-entropy is taken against them.
 """
@@ -9,17 +10,29 @@ soft targets and the same cross-entropy is taken against them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..config import RunConfig
-from ..data import Batches, build_augment, load_dataset, train_val_split
+from ..contract import Env, Method
+from ..data import Batches, build_augment
 from ..errors import ConfigError
 from ..models.transfer import freeze, load_weights
 from ..registry import METHODS, MODELS
-from .base import Env, Method
+from .imagedata import eval_loader, load_image_data, split_loaders
+
+
+def confusion_figure(metrics: dict[str, Any], classes: list[str], folder: Path, title: str) -> dict[str, Path]:
+    """confusion.png of a detailed evaluation's ``confusion_matrix`` (rows: true class)."""
+    if "confusion_matrix" not in metrics or not classes:
+        return {}
+    from ..viz.curves import plot_confusion
+
+    return {"confusion_png": plot_confusion(metrics["confusion_matrix"], classes, folder / "confusion.png",
+                                            title=f"{title}: test accuracy {metrics['accuracy']:.4f}")}
 
 
 @dataclass
@@ -41,9 +54,7 @@ class Classifier(Method):
             raise ConfigError("bad value for 'method.label_smoothing': must be in [0, 1).")
         if self.opts.l1 < 0:
             raise ConfigError("bad value for 'method.l1': must be >= 0.")
-        d = cfg.data
-        self.data = load_dataset(d.name, data_dir=d.data_dir, download=d.download,
-                                 progress=env.is_main and not cfg.train.quiet)
+        self.data = load_image_data(cfg, env)
         self.classes = list(self.data.classes)
         model = MODELS.build(cfg.model.name, in_shape=tuple(self.data.shape),
                              num_classes=len(self.classes), **cfg.model.args)
@@ -57,28 +68,19 @@ class Classifier(Method):
             self._build_loaders()
 
     def _build_loaders(self) -> None:
-        cfg, env, d = self.cfg, self.env, self.cfg.data
-        x, y = self.data.train_x, self.data.train_y
-        if d.val_size >= len(x):
-            raise ConfigError(f"data.val_size={d.val_size} leaves no training data ({len(x)} examples).")
-        tx, ty, vx, vy = train_val_split(x, y, d.val_size, seed=cfg.train.seed)
-        if d.subset is not None:
-            tx, ty = tx[: d.subset], ty[: d.subset]
-        aug = build_augment(d.augment, mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
-                            num_classes=len(self.classes))
-        common = dict(device=env.device, mean=self.data.mean, std=self.data.std,
-                      channels_last=cfg.train.channels_last, num_classes=len(self.classes))
-        self.train_data = Batches(tx, ty, batch_size=d.batch_size, shuffle=True, seed=cfg.train.seed,
-                                  augment=aug, rank=env.rank,
-                                  world_size=env.world_size, **common)
-        self.val_data = (Batches(vx, vy, batch_size=d.eval_batch_size, shuffle=False, **common)
-                         if len(vx) else None)
+        d, k = self.cfg.data, len(self.classes)
+        aug = build_augment(d.augment, mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha, num_classes=k)
+        self.train_data, self.val_data = split_loaders(
+            self.cfg, self.env, self.data.train_x, self.data.train_y, norm=self._norm(), augment=aug,
+            num_classes=k, channels_last=self.cfg.train.channels_last)
+
+    def _norm(self) -> dict[str, Any]:
+        return {"mean": self.data.mean, "std": self.data.std}
 
     def test_data(self) -> Batches:
         d = self.data
-        return Batches(d.test_x, d.test_y, batch_size=self.cfg.data.eval_batch_size, shuffle=False,
-                       device=self.env.device, mean=d.mean, std=d.std,
-                       channels_last=self.cfg.train.channels_last, num_classes=len(self.classes))
+        return eval_loader(self.cfg, self.env, d.test_x, d.test_y, norm=self._norm(), num_classes=len(self.classes),
+                           channels_last=self.cfg.train.channels_last)
 
     def describe(self) -> dict[str, Any]:
         d = self.data
@@ -88,6 +90,9 @@ class Classifier(Method):
                 "init_from": (None if self.init_report is None else
                               {"path": self.cfg.model.init_from, "loaded": len(self.init_report.loaded),
                                "skipped": [str(k) for k in self.init_report.skipped]})}
+
+    def eval_figures(self, metrics: dict[str, Any], folder: Path, title: str) -> dict[str, Path]:
+        return confusion_figure(metrics, self.classes, folder, title)
 
     # -- training --------------------------------------------------------------------------
     def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:

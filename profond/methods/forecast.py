@@ -34,12 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
+from ..contract import Callback, Env, Method
 from ..data.loader import Batches
 from ..data.series import SeriesData, Windows
 from ..errors import ConfigError
 from ..registry import METHODS, MODELS
-from ..train.callbacks import Callback
-from .base import Env, Method
 from .sequence import _build_dataset
 
 STRATEGIES = ("recursive", "direct")

@@ -23,19 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..base.coerce import check_choice
 
 LOSSES = ("minimax", "non-saturating", "wasserstein", "hinge", "least-squares")
 
 
 def check_loss(kind: str) -> str:
-    if kind not in LOSSES:
-        raise ConfigError(f"bad value for 'method.loss': {kind!r}. Valid values: {', '.join(LOSSES)}.")
-    return kind
+    """``kind`` if it is one of :data:`LOSSES`, spelled exactly (the methods compare their
+    ``loss`` option to these names), else ConfigError listing them."""
+    return check_choice(kind, LOSSES, "method.loss", exact=True)
 
 
 def d_loss(kind: str, real: Tensor, fake: Tensor) -> Tensor:
     """Discriminator / critic loss on its outputs for real and generated samples."""
+    kind = check_loss(kind)
     real, fake = real.float(), fake.float()
     if kind in ("minimax", "non-saturating"):
         return F.softplus(-real).mean() + F.softplus(fake).mean()
@@ -43,13 +44,12 @@ def d_loss(kind: str, real: Tensor, fake: Tensor) -> Tensor:
         return fake.mean() - real.mean()
     if kind == "hinge":
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-    if kind == "least-squares":
-        return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
-    raise ConfigError(f"unknown GAN loss {kind!r}; valid: {', '.join(LOSSES)}.")
+    return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()  # least-squares
 
 
 def g_loss(kind: str, fake: Tensor) -> Tensor:
     """Generator loss on the discriminator's outputs for generated samples."""
+    kind = check_loss(kind)
     fake = fake.float()
     if kind == "minimax":
         return -F.softplus(fake).mean()  # log(1 - D(G(z))) = -softplus(logit)
@@ -57,9 +57,7 @@ def g_loss(kind: str, fake: Tensor) -> Tensor:
         return F.softplus(-fake).mean()  # -log D(G(z))
     if kind in ("wasserstein", "hinge"):
         return -fake.mean()
-    if kind == "least-squares":
-        return 0.5 * ((fake - 1.0) ** 2).mean()
-    raise ConfigError(f"unknown GAN loss {kind!r}; valid: {', '.join(LOSSES)}.")
+    return 0.5 * ((fake - 1.0) ** 2).mean()  # least-squares
 
 
 def gradient_penalty(critic, real: Tensor, fake: Tensor, *, generator: torch.Generator | None = None,

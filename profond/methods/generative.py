@@ -17,13 +17,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..data import Batches, load_dataset, train_val_split
+from ..contract import Env, Method
+from ..data import Batches
+from ..data.inputs import pick_indices
 from ..errors import ConfigError, ProfondError
-from .base import Env, Method
+from .capabilities import Artifacts, ExploresLatent, LatentRequest, SamplesImages, supports
+from .imagedata import eval_loader, load_image_data, split_loaders
 
 #: pixel scale of the data layer for generative families: x/255 in [0, 1], no standardisation
 PIXELS = dict(mean=(0.0,), std=(1.0,))
@@ -38,22 +42,23 @@ class GenerativeMethod(Method):
     """
 
     monitor = ("val_loss", "min")
-    #: ``profond sample`` works (False for a plain autoencoder: it has no prior to sample)
-    can_sample: bool = True
-    #: ``profond latent`` works (needs encode/decode of a vector latent)
+    #: it encodes images to a vector latent (``encode`` / ``decode``)
     has_latent: bool = False
     #: size of the latent vector (None when there is none)
     latent_dim: int | None = None
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env)
-        d = cfg.data
-        self.data = load_dataset(d.name, data_dir=d.data_dir, download=d.download,
-                                 progress=env.is_main and not cfg.train.quiet)
+        self.data = load_image_data(cfg, env)
         self.classes = list(self.data.classes)
         self.image_shape: tuple[int, int, int] = tuple(self.data.shape)  # type: ignore[assignment]
         if with_data:
             self.train_data, self.val_data = self.build_loaders()
+
+    @property
+    def can_sample(self) -> bool:
+        """``profond sample`` draws new images (the method declares :class:`SamplesImages`)."""
+        return supports(self, SamplesImages)
 
     # -- the model ----------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -79,29 +84,24 @@ class GenerativeMethod(Method):
             model.train(was)
 
     # -- data ---------------------------------------------------------------------------
-    def build_loaders(self, x: Tensor | None = None, y: Tensor | None = None) -> tuple[Batches, Batches | None]:
-        """Seeded train/val split of the training set (or of ``x, y``) as [0, 1] batches."""
-        cfg, env, d = self.cfg, self.env, self.cfg.data
-        x = self.data.train_x if x is None else x
-        y = self.data.train_y if y is None else y
-        if d.val_size >= len(x):
-            raise ConfigError(f"data.val_size={d.val_size} leaves no training data ({len(x)} examples).")
+    def build_loaders(self, x: Tensor | None = None, y: Tensor | None = None,
+                      keep_class: int | None = None) -> tuple[Batches, Batches | None]:
+        """Seeded train/val split of the training set (or of ``x, y``) as [0, 1] batches
+        (only class ``keep_class`` when given)."""
+        d = self.cfg.data
         if d.augment or d.mixup_alpha or d.cutmix_alpha:
             raise ConfigError("data augmentation is for classifiers; a generative model learns the data "
                               "as it is: remove data.augment / mixup_alpha / cutmix_alpha.")
-        tx, ty, vx, vy = train_val_split(x, y, d.val_size, seed=cfg.train.seed)
-        if d.subset is not None:
-            tx, ty = tx[: d.subset], ty[: d.subset]
-        train = Batches(tx, ty, batch_size=d.batch_size, shuffle=True, seed=cfg.train.seed,
-                        device=env.device, rank=env.rank, world_size=env.world_size, **PIXELS)
-        val = (Batches(vx, vy, batch_size=d.eval_batch_size, shuffle=False, device=env.device, **PIXELS)
-               if len(vx) else None)
-        return train, val
+        x = self.data.train_x if x is None else x
+        y = self.data.train_y if y is None else y
+        return split_loaders(self.cfg, self.env, x, y, norm=PIXELS, keep_class=keep_class)
 
     def test_data(self) -> Batches:
-        d = self.data
-        return Batches(d.test_x, d.test_y, batch_size=self.cfg.data.eval_batch_size, shuffle=False,
-                       device=self.env.device, **PIXELS)
+        return self.eval_batches(self.data.test_x, self.data.test_y)
+
+    def eval_batches(self, x: Tensor, y: Tensor) -> Batches:
+        """Evaluation batches of images ``x`` (uint8, as the dataset holds them) in [0, 1]."""
+        return eval_loader(self.cfg, self.env, x, y, norm=PIXELS)
 
     def test_images(self, n: int | None = None) -> tuple[Tensor, Tensor]:
         """The first ``n`` test images as float [0, 1] CPU tensors, with their labels."""
@@ -148,6 +148,61 @@ class GenerativeMethod(Method):
 
     def to_device(self, x: Tensor) -> Tensor:
         return x.to(self.env.device, non_blocking=True).float()
+
+
+class EncodedLatent(ExploresLatent):
+    """``profond latent`` for a family that encodes images to a vector latent (AE, VAE):
+    interpolation.png (a linear path between the codes of test images ``a`` and ``b``),
+    traversal.png (one latent dimension at a time around a centre) and latent_scatter.png
+    (test codes by class; PCA when the latent has more than 2 dimensions)."""
+
+    def latent_figures(self, req: LatentRequest) -> Artifacts:
+        from ..viz.images import save_latent_scatter, save_strip, save_traversal
+
+        if req.label is not None:
+            raise ProfondError("--label is for conditional GAN runs; drop it.")
+        if req.steps < 2 or req.dims < 1 or req.range <= 0 or req.points < 2:
+            raise ProfondError("--steps must be >= 2, --dims >= 1, --range > 0 and --points >= 2.")
+        if req.center not in ("image", "zero"):
+            raise ProfondError(f"--center {req.center!r}: use image or zero.")
+        x, y = self.test_images()
+        for flag, i in (("--a", req.a), ("--b", req.b)):
+            if not 0 <= i < len(x):
+                raise ProfondError(f"{flag} {i}: use a test image index in 0..{len(x) - 1}.")
+        cls, a, b, steps = self.classes, req.a, req.b, req.steps
+        files = []
+        # interpolation: original a, decoded path, original b
+        za, zb = self.encode(x[[a, b]]).cpu().float()
+        t = torch.linspace(0, 1, steps).unsqueeze(1)
+        path_imgs = self.decode((1 - t) * za + t * zb).cpu()
+        strip = torch.cat([x[a: a + 1], path_imgs, x[b: b + 1]])
+        files.append(save_strip(strip, req.folder / "interpolation.png",
+                                title=f"test #{a} ({cls[int(y[a])]}) -> #{b} ({cls[int(y[b])]}): "
+                                      f"{steps} linear steps in latent space"))
+        # codes of the scatter set: posterior means; their per-dim variance ranks the traversal dims
+        idx = torch.arange(len(x)) if req.points >= len(x) else pick_indices(len(x), req.points, req.seed).sort().values
+        z = batched(lambda v: self.encode(v).cpu().float(), x[idx], 1000)
+        var = z.var(0) if len(z) > 1 else torch.ones(z.shape[1])
+        k = min(req.dims, z.shape[1])
+        top = torch.argsort(var, descending=True)[:k]
+        base = za.clone() if req.center == "image" else torch.zeros_like(za)
+        vals = torch.linspace(-req.range, req.range, steps)
+        scale = torch.ones_like(var) if self.can_sample else var.sqrt()  # prior units for a VAE
+        rows = []
+        for d in top.tolist():
+            zs = base.repeat(steps, 1)
+            zs[:, d] = base[d] + vals * scale[d]
+            rows.append(self.decode(zs).cpu())
+        centre = f"the code of test #{a}" if req.center == "image" else "z = 0"
+        files.append(save_traversal(torch.stack(rows), req.folder / "traversal.png",
+                                    row_labels=[f"z{d} (var {var[d]:.2f})" for d in top.tolist()],
+                                    values=vals.tolist(),
+                                    title=f"{req.run_name}: traversal around {centre}, {k} most active of "
+                                          f"{z.shape[1]} dims"
+                                          + ("" if self.can_sample else ", values x each dim's std")))
+        files.append(save_latent_scatter(z.numpy(), np.asarray(y[idx]), cls, req.folder / "latent_scatter.png",
+                                         title=f"{req.run_name} ({len(z)} test means)"))
+        return Artifacts(files=files)
 
 
 def batched(fn, x: Tensor, batch_size: int = 1000) -> Tensor:

@@ -1,9 +1,9 @@
 """Image-to-image translation with GANs: Pix2Pix (paired), SRGAN-style super-resolution and
 CycleGAN (unpaired, :class:`CycleGANMethod`: two class domains, e.g. sneakers <-> ankle boots).
 
-Course: ``/work/shared/course/004_782aa6af8ddb8f45.txt`` (sections "Pix2Pix: Transformation
-d'Image Supervisée", "Architecture du Générateur (U-Net)", "Super-Résolution avec GANs: SRGAN
-et ESRGAN") and ``003_5fd00316ac58b774.txt`` ch. 8 (the adversarial losses, shared with
+Course: course seed 004 (sections "Pix2Pix: Transformation d'Image Supervisée",
+"Architecture du Générateur (U-Net)", "Super-Résolution avec GANs: SRGAN et ESRGAN") and
+course ch. 8 (§8.2–8.4, the adversarial losses, shared with
 :mod:`profond.methods.gan_losses`).
 
 Tasks are built offline from the dataset's images (no paired data needed on disk): for a
@@ -40,6 +40,7 @@ Interface for ``profond sample RUN --input``: :meth:`make_inputs` (targets -> ta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,10 +48,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..errors import ConfigError
+from ..contract import Env
+from ..data.inputs import MAX_EXAMPLES, parse_input, read_image
+from ..errors import ConfigError, ProfondError
 from ..registry import METHODS, MODELS
+from ..viz.images import save_image_table
 from .autoencoder import psnr
-from .base import Env
+from .capabilities import Artifacts, Table, TranslatesImages, TranslationRequest
 from .gan_losses import check_loss, d_loss, g_loss
 from .generative import GenerativeMethod, batched
 
@@ -120,12 +124,58 @@ class SROptions:
     d_layers: int = 2
 
 
-class Img2ImgMethod(GenerativeMethod):
+# -- presentation: `profond sample RUN --input ...` ---------------------------------------------
+#: test images translated by `profond sample` on an image-to-image run without --input
+DEFAULT_TRANSLATE = 8
+
+
+def psnr_table(title: str, header: list[str], rows: list[tuple[str, list[float]]]) -> Table:
+    """One row per example (values in dB, 2 decimals) and a mean row when there are several."""
+    out = [[name, *(f"{v:.2f}" for v in vals)] for name, vals in rows]
+    if len(rows) > 1:
+        out.append(["mean", *(f"{sum(r[1][j] for r in rows) / len(rows):.2f}" for j in range(len(header) - 1))])
+    return Table(title, header, out)
+
+
+def pick_inputs(method: GenerativeMethod, source: Tensor, req: TranslationRequest, *,
+                domain: str = "") -> tuple[Tensor, Tensor | None, list[str], list[str]]:
+    """``(inputs, targets, row names, notes)`` of a translation request: ``--input`` indices of
+    ``source`` (targets: those images; the inputs are built from them), an image file (the
+    target, or with ``--as-input`` the input itself: no target) or, without ``--input``, the
+    first few images of ``source``."""
+    notes = []
+    if req.spec is None:
+        k = min(req.n or DEFAULT_TRANSLATE, len(source), MAX_EXAMPLES)
+        which = f"domain {domain} " if domain else ""
+        notes.append(f"note: no --input: translating {which}test images 0:{k} (pass --input INDEX, 0,5,9, 0:8 or "
+                     "an image file).")
+        picked: list[int] | Path = list(range(k))
+    else:
+        picked = parse_input(req.spec, len(source))
+    if isinstance(picked, Path):
+        shape = tuple(method.image_shape)
+        targets: Tensor | None
+        if req.as_input:  # the file is the model input: read it at the input's size (e.g. 14x14 for x2 SR)
+            targets = None
+            inputs = read_image(picked, tuple(method.make_inputs(torch.zeros(1, *shape)).shape[1:]), req.invert)
+        else:
+            targets = read_image(picked, shape, req.invert)
+            inputs = method.make_inputs(targets).cpu()
+        return inputs, targets, [picked.name if len(picked.name) <= 18 else picked.name[:15] + "..."], notes
+    if req.as_input:
+        raise ProfondError("--as-input applies to an image file (an edge map, a low-res image); "
+                           "a test index is always a target image: drop --as-input.")
+    targets = source[picked]
+    return method.make_inputs(targets).cpu(), targets, [f"{domain or 'test'} #{i}" for i in picked], notes
+
+
+class Img2ImgMethod(GenerativeMethod, TranslatesImages):
     """Shared machinery: nets ``G`` and ``D``, optimizers ``"G"`` and ``"D"``, evaluation
     against a naive baseline, :meth:`translate` / :meth:`make_inputs`."""
 
-    can_sample = False
     has_latent = False
+    #: the naive baseline's name in figures and tables
+    baseline_name = "baseline"
     ema_nets = ("G",)
     monitor = ("val_loss", "min")
     #: generator model names accepted in cfg.model.name
@@ -210,13 +260,8 @@ class Img2ImgMethod(GenerativeMethod):
         return res
 
     def test_data(self) -> Any:
-        from ..data import Batches
-        from .generative import PIXELS
-
         d, n = self.data, self.opts.test_n
-        x, y = (d.test_x, d.test_y) if n is None else (d.test_x[:n], d.test_y[:n])
-        return Batches(x, y, batch_size=self.cfg.data.eval_batch_size, shuffle=False, device=self.env.device,
-                       **PIXELS)
+        return self.eval_batches(d.test_x, d.test_y) if n is None else self.eval_batches(d.test_x[:n], d.test_y[:n])
 
     def scores(self, out: Tensor, base: Tensor, x: Tensor) -> dict[str, Tensor]:
         """Per-image metrics (summed then averaged by :meth:`evaluate`)."""
@@ -232,6 +277,45 @@ class Img2ImgMethod(GenerativeMethod):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "can_translate": True}
+
+    def input_name(self, inputs: Tensor) -> str:
+        """Column title of the model inputs in translation.png."""
+        h, w = inputs.shape[-2:]
+        return f"input {h}×{w}" if tuple(inputs.shape[-2:]) != tuple(self.image_shape[1:]) else "input"
+
+    def task_name(self) -> str:
+        return self.cfg.method.name
+
+    def translation_figures(self, req: TranslationRequest) -> Artifacts:
+        """translation.png, one row per example: input | naive baseline | output | target with
+        the PSNR under each prediction, and the table of the per-example PSNR of the output and
+        of the baseline against the target."""
+        if req.direction != "ab":
+            raise ProfondError("--direction is for CycleGAN runs (two domains); drop it for pix2pix / srgan.")
+        x, _ = self.test_images()
+        inputs, targets, names, notes = pick_inputs(self, x, req)
+        output = self.translate(inputs)
+        base = self.baseline(self.to_device(inputs)).float().clamp(0, 1).cpu()
+        p_out = psnr(output, targets).tolist() if targets is not None else None
+        p_base = psnr(base, targets).tolist() if targets is not None else None
+        columns, titles = [inputs, base, output], [self.input_name(inputs), self.baseline_name, "output"]
+        cell_notes: list[list[str] | None] = [None, None, None]
+        if p_out is not None:
+            cell_notes = [None, [f"{v:.1f} dB" for v in p_base], [f"{v:.1f} dB" for v in p_out], None]
+            columns.append(targets)
+            titles.append("target")
+        title = (f"{req.run_name}: {self.task_name()}"
+                 + ("" if targets is not None else " (the file is the model input)"))
+        path = save_image_table(columns, req.folder / "translation.png", titles, row_labels=names,
+                                notes=cell_notes if p_out is not None else None, title=title)
+        art = Artifacts(files=[path], notes=notes)
+        if p_out is None:
+            art.notes.append("note: --as-input: no target, so no PSNR.")
+            return art
+        header = ["example", "output PSNR (dB)", f"{self.baseline_name} PSNR (dB)", "gain (dB)"]
+        rows = [(nm, [p_out[i], p_base[i], p_out[i] - p_base[i]]) for i, nm in enumerate(names)]
+        art.tables.append(psnr_table("PSNR vs the target (dB)", header, rows))
+        return art
 
 
 @METHODS.register("pix2pix", help="Pix2Pix: U-Net + PatchGAN, L1 + adversarial, edges / inpaint tasks")
@@ -290,11 +374,22 @@ class Pix2PixMethod(Img2ImgMethod):
         return {**super().describe(), "task": self.opts.task,
                 "mask_size": self.mask_size if self.opts.task == "inpaint" else None}
 
+    @property
+    def baseline_name(self) -> str:  # type: ignore[override]
+        return "mean image" if self.opts.task == "edges" else "mean fill"
+
+    def input_name(self, inputs: Tensor) -> str:
+        return "input (edges)" if self.opts.task == "edges" else "input (masked)"
+
+    def task_name(self) -> str:
+        return f"{self.cfg.method.name} {self.opts.task}"
+
 
 @METHODS.register("srgan", help="SRGAN-style x2 super-resolution: pixel + feature + adversarial losses")
 class SRGANMethod(Img2ImgMethod):
     Options = SROptions
     generators = ("srnet",)
+    baseline_name = "bicubic"
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env, with_data=with_data)
@@ -432,7 +527,7 @@ class CycleGANOptions:
 
 
 @METHODS.register("cyclegan", help="CycleGAN: two U-Nets, two PatchGANs, LSGAN + cycle + identity L1, pool of fakes (unpaired)")
-class CycleGANMethod(GenerativeMethod):
+class CycleGANMethod(GenerativeMethod, TranslatesImages):
     """CycleGAN (Zhu et al. 2017; course 004 "CycleGAN: Traduction d'Image Non-Supervisée"):
     ``G_ab: A -> B``, ``G_ba: B -> A``, discriminators ``D_a``, ``D_b`` (unconditional
     PatchGANs) on two **unpaired** domains, the images of classes ``domain_a`` and
@@ -452,15 +547,12 @@ class CycleGANMethod(GenerativeMethod):
     Why the defaults (the paper's loss weights) translate poorly here (sneaker <-> ankle
     boot differ in silhouette, not texture): with a U-Net whose full-resolution skip carries
     the input to the output, the identity term and an 18×18-patch discriminator, the
-    generators settle on a near-identity map (cycle L1 0.02 but 3 % of "boots" recognised as
-    boots). What makes the translation happen (recipe ``fmnist-cyclegan``):
+    generators settle on a near-identity map (a small cycle L1, but almost no "boots"
+    recognised as boots). What makes the translation happen (recipe ``fmnist-cyclegan``):
     ``model.skips=inner`` (no pixel-copy path: the output is redrawn from ≤ H/2 features),
-    ``model.norm=instance`` (per-image statistics; after 200 steps BatchNorm gave 89 % / 29 %
-    against 98 % / 55 %), ``identity_weight`` 0.5 (0 did as well), ``d_layers=3`` (3×3
-    logits, each seeing the whole garment: a silhouette is not a local texture), equal G / D
-    learning rates (D at 1/4 of G's rate: fewer boots turned into sneakers), a cosine-decayed
-    LR. 600 steps of batch 32: 99 % / 94 % of the translations classified as the target
-    class, cycle PSNR 19.9 dB.
+    ``model.norm=instance`` (per-image statistics), ``identity_weight`` 0.5, ``d_layers=3``
+    (3×3 logits, each seeing the whole garment: a silhouette is not a local texture), equal
+    G / D learning rates, a cosine-decayed LR.
 
     :meth:`evaluate`: ``cycle_l1`` (mean of both directions, the monitored ``loss``),
     ``cycle_psnr``, ``identity_l1`` and, on Fashion-MNIST, ``to_b_rate`` / ``to_a_rate``:
@@ -471,7 +563,6 @@ class CycleGANMethod(GenerativeMethod):
     """
 
     Options = CycleGANOptions
-    can_sample = False
     ema_nets = ("G_ab", "G_ba")
     monitor = ("val_loss", "min")
     #: generator model names accepted in cfg.model.name
@@ -520,13 +611,9 @@ class CycleGANMethod(GenerativeMethod):
         return super().build_loaders(x[keep], y[keep])
 
     def test_data(self):
-        from ..data import Batches
-        from .generative import PIXELS
-
         d = self.data
         keep = self._keep(d.test_y)
-        return Batches(d.test_x[keep], d.test_y[keep], batch_size=self.cfg.data.eval_batch_size, shuffle=False,
-                       device=self.env.device, **PIXELS)
+        return self.eval_batches(d.test_x[keep], d.test_y[keep])
 
     def optimizer_params(self) -> dict[str, Any]:
         def params(*names: str) -> list[Tensor]:
@@ -628,3 +715,30 @@ class CycleGANMethod(GenerativeMethod):
         o = self.opts
         return {**super().describe(), "domain_a": self.classes[o.domain_a], "domain_b": self.classes[o.domain_b],
                 "can_translate": True}
+
+    def domain_labels(self) -> dict[str, str]:
+        """``{"a": "A (sneaker)", "b": "B (ankle boot)"}``."""
+        return {k: f"{k.upper()} ({self.classes[getattr(self.opts, f'domain_{k}')]})" for k in ("a", "b")}
+
+    def translation_figures(self, req: TranslationRequest) -> Artifacts:
+        """translation-ab.png (or -ba): source | translated | translated back, with the PSNR of
+        the cycle against the source; ``--input`` indices count the source domain's test images."""
+        if req.direction not in ("ab", "ba"):
+            raise ProfondError(f"--direction {req.direction!r}: use ab or ba.")
+        src, dst = req.direction[0], req.direction[1]
+        x, y = self.test_images()
+        a, b = self.split(x, y)
+        inputs, _, names, notes = pick_inputs(self, a if src == "a" else b, req, domain=src.upper())
+        dom = self.domain_labels()
+        fwd = self.translate(inputs, direction=req.direction)
+        back = self.translate(fwd, direction=dst + src)
+        p_cycle = psnr(back, inputs).tolist()
+        arrow = f"{src.upper()}→{dst.upper()}"
+        path = save_image_table([inputs, fwd, back], req.folder / f"translation-{req.direction}.png",
+                                [dom[src], arrow, f"{arrow}→{src.upper()}"], row_labels=names,
+                                notes=[None, None, [f"{v:.1f} dB" for v in p_cycle]],
+                                title=f"{req.run_name}: {dom[src]} → {dom[dst]} → back (PSNR of the cycle vs the "
+                                      "source)")
+        table = psnr_table("PSNR of the cycle vs the source (dB)", ["example", "cycle PSNR (dB)"],
+                           [(nm, [v]) for nm, v in zip(names, p_cycle, strict=True)])
+        return Artifacts(files=[path], tables=[table], notes=notes)

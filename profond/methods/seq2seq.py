@@ -45,13 +45,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
+from ..contract import Callback, Env, Method
 from ..data.loader import mix_seed
 from ..data.text import DIRECTIONS, FrenchNumbers
 from ..data.tokenize import CharTokenizer, load_tokenizer, pad_batch
 from ..errors import CheckpointError, ConfigError, ProfondError
+from .capabilities import Artifacts, AttentionMaps, TranslatesText
 from ..registry import METHODS
-from ..train.callbacks import Callback
-from .base import Env, Method
 from .sequence import TokenBatches, _build_dataset, _build_model
 
 SRC_TOKENIZER_FILE = "src_tokenizer.json"
@@ -122,7 +122,7 @@ class Seq2SeqOptions:
 
 @METHODS.register("seq2seq", help="seq2seq French number words <-> digits: scheduled teacher forcing, "
                   "exact match, beam search, attention maps (§6.1-6.3)")
-class Seq2SeqMethod(Method):
+class Seq2SeqMethod(Method, TranslatesText, AttentionMaps):
     """Encoder-decoder translation of French numbers (exercise 6.1)."""
 
     Options = Seq2SeqOptions
@@ -353,6 +353,23 @@ class Seq2SeqMethod(Method):
         """Labels of the attention rows: the output characters, then ``<eos>`` if decoded."""
         labels = list(text)
         return (labels + [self.tgt_tokenizer.itos[self.tgt_tokenizer.eos_id]])[:attention_rows]
+
+    # -- capabilities: `profond translate` ------------------------------------------------------
+    def translate_texts(self, texts: list[str], *, beam: int = 1) -> list[str]:
+        return self.translate(texts, beam=beam)[0]
+
+    def attention_figure(self, text: str, path: Path, *, beam: int = 1, **_: Any) -> Artifacts:
+        """The attention weights of the translation of ``text`` (rows: output characters then
+        the end-of-sequence token, columns: source characters; each row sums to 1); the PNG
+        keeps the matrix as JSON in its "attention" text chunk."""
+        if getattr(self.raw_nets.get("model", self.nets["model"]), "attention", None) is None:
+            raise ProfondError(f"this run has no attention (model.attention={self.cfg.model.args.get('attention')}): "
+                               "drop --attention-png.")
+        outputs, attention = self.translate([text], beam=beam)
+        labels = self.output_tokens(outputs[0], attention[0].shape[0])
+        png = draw_attention(attention[0], text, labels, path,
+                             title=f"{text} -> {outputs[0]}" + (f" (beam {beam})" if beam > 1 else ""))
+        return Artifacts(notes=[f"attention: {png}"])
 
 
 def draw_attention(matrix: Tensor, source: str, target: Sequence[str], path: str | Path, title: str = "") -> Path:

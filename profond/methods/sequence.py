@@ -13,7 +13,7 @@ Two methods plug the recurrent models of :mod:`profond.models.rnn` into the one 
 
     Texts are cut to ``method.max_len`` tokens and padded per batch with their lengths
     (``pack_padded_sequence``, §5.8) by :class:`TokenBatches`, a seeded, resumable loader
-    (optionally bucketing texts of similar length). Loss: cross-entropy (eq. 1.x, §1.3).
+    (optionally bucketing texts of similar length). Loss: cross-entropy (``L_CE``, §1.3.2).
     Evaluation: accuracy, macro-F1 (mean over the classes of ``2 TP / (2 TP + FP + FN)``,
     the classes being those present in the labels or the predictions, as in scikit-learn's
     ``f1_score(average="macro")``) and the confusion matrix (``profond eval RUN`` draws
@@ -51,13 +51,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
+from ..contract import Callback, Env, Method
 from ..data.loader import mix_seed
 from ..data.text import END_OF_FORTUNE, CharCorpus, TextClassData
 from ..data.tokenize import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, pad_batch
 from ..errors import CheckpointError, ConfigError, ProfondError
 from ..registry import DATASETS, METHODS, MODELS, check_kwargs
-from ..train.callbacks import Callback
-from .base import Env, Method
+from .capabilities import Artifacts, GeneratesText, TracesGates, check_sampling
 
 TOKENIZER_FILE = "tokenizer.json"
 LN2 = math.log(2.0)
@@ -268,9 +268,39 @@ class TextClassifierOptions:
     dataset: dict[str, Any] = field(default_factory=dict)
 
 
+class RecurrentGates(TracesGates):
+    """``profond gates``: the gates of the model's LSTM / GRU over a text (exercise 5.4.2). The
+    model's ``nn.LSTM`` / ``nn.GRU`` is copied into profond's step-by-step layer, which records
+    the gates; one heatmap per gate (hidden units by tokens read) and each gate's mean."""
+
+    def gate_ids(self, text: str) -> list[int]:
+        """The token ids the model reads for ``text``."""
+        return self.tokenizer.encode(text)
+
+    def gate_figure(self, text: str, path: Path, *, layer: int = 0, units: int | None = None) -> Artifacts:
+        from ..models.rnn import GATES, trace_gates
+        from ..viz.gates import draw_gates
+
+        if units is not None and units < 1:
+            raise ProfondError("--units must be >= 1.")
+        ids = self.gate_ids(text)
+        if not ids:
+            raise ProfondError("the text is empty; give the model something to read.")
+        tok, model = self.tokenizer, self.nets["model"]
+        labels = [tok.token(i) if hasattr(tok, "token") else tok.decode([i], skip_specials=False) for i in ids]
+        traced = trace_gates(model, torch.tensor(ids, device=next(model.parameters()).device), layer=layer)
+        title = (f"{model.kind.upper()} layer {layer}"
+                 f"{' (forward direction)' if model.rnn.bidirectional else ''}, {len(ids)} tokens: "
+                 f"{text[:60]!r}{'…' if len(text) > 60 else ''}")
+        png = draw_gates({g: v.numpy() for g, v in traced.items()}, labels, path, title=title, units=units)
+        lines = [f"{g}: mean {float(v.mean()):.3f}, per-step mean from {float(v.mean(1).min()):.3f} "
+                 f"to {float(v.mean(1).max()):.3f}" for g, v in ((g, traced[g]) for g in GATES[model.kind])]
+        return Artifacts(lines=lines, notes=[f"gates.png: {png}"])
+
+
 @METHODS.register("text-classifier", help="text classification: tokenizer + (Bi)LSTM/GRU, macro-F1, "
                   "BoW baseline (§5.8)")
-class TextClassifier(Method):
+class TextClassifier(Method, RecurrentGates):
     """Topic / language classification of fortunes with an ``rnn-classifier`` (§5.8)."""
 
     Options = TextClassifierOptions
@@ -317,6 +347,11 @@ class TextClassifier(Method):
 
     def callbacks(self) -> list[Any]:
         return [_SaveTokenizer(self)]
+
+    def eval_figures(self, metrics: dict[str, Any], folder: Path, title: str) -> dict[str, Path]:
+        from .classification import confusion_figure
+
+        return confusion_figure(metrics, self.classes, folder, title)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         out = []
@@ -518,15 +553,6 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise ProfondError(f"--temperature {temperature}: use a number >= 0 (0 = greedy).")
-    if top_k is not None and top_k < 1:
-        raise ProfondError(f"--top-k {top_k}: use an integer >= 1 (or leave it out).")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ProfondError(f"--top-p {top_p}: use a probability in (0, 1] (1 = no nucleus filtering).")
-
-
 @dataclass
 class CharLMOptions:
     #: characters per truncated-BPTT segment (§5.3)
@@ -541,7 +567,7 @@ class CharLMOptions:
 
 @METHODS.register("char-lm", help="character language model: truncated BPTT, bits per char vs "
                   "unigram/bigram, sampling (ch. 5)")
-class CharLMMethod(Method):
+class CharLMMethod(Method, GeneratesText, RecurrentGates):
     """Character-level language model trained by truncated BPTT (ch. 5, §5.3)."""
 
     Options = CharLMOptions
@@ -653,6 +679,9 @@ class CharLMMethod(Method):
             out["unknown_characters"] = self.corpus.unknown.get(getattr(batches, "split", ""), 0)
         return out
 
+    def gate_ids(self, text: str) -> list[int]:
+        return self.encode_prompt(text)
+
     # -- sampling ----------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
         """The prompt's ids; a :class:`ProfondError` names the characters outside the vocabulary."""
@@ -702,4 +731,4 @@ class CharLMMethod(Method):
 
 
 __all__ = ["TokenBatches", "StreamBatches", "TextClassifier", "CharLMMethod", "macro_f1", "bow_baseline",
-           "ngram_bpc", "filter_logits", "check_sampling", "TOKENIZER_FILE"]
+           "ngram_bpc", "filter_logits", "TOKENIZER_FILE"]

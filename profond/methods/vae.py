@@ -57,11 +57,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RunConfig
+from ..contract import Env
 from ..errors import ConfigError
 from ..models.ae import AutoEncoder
 from ..registry import METHODS
-from .base import Env
-from .generative import GenerativeMethod, batched
+from .capabilities import Reconstructs, SamplesImages
+from .generative import EncodedLatent, GenerativeMethod, batched
 
 LOG_2PI = math.log(2 * math.pi)
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -230,9 +231,8 @@ class GlobalSigma(nn.Module):
 
 
 @METHODS.register("vae", help="VAE: ELBO / β-VAE / KL annealing / free bits / IWAE (ch. 9)")
-class VAEMethod(GenerativeMethod):
+class VAEMethod(GenerativeMethod, SamplesImages, Reconstructs, EncodedLatent):
     Options = VAEOptions
-    can_sample = True
     has_latent = True
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):

@@ -28,7 +28,7 @@ images of :math:`10\log_{10}(1/\mathrm{MSE}_i)` (pixels in [0, 1]); and over the
 
 **No sampling.** A VQ-VAE has no prior over code grids of its own: generating needs a
 prior :math:`p(k_{11}, \dots, k_{hw})` fitted to the codes (PixelCNN, transformer: the
-autoregressive models of a later chapter). ``can_sample`` is false; :func:`export_codes`
+autoregressive models of a later chapter). It does not declare ``SamplesImages``; :func:`export_codes`
 writes the code grids such a prior is trained on.
 """
 
@@ -44,11 +44,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
+from ..contract import Env
 from ..errors import ConfigError, ProfondError
 from ..models.vqvae import VQVAE, usage_stats
 from ..registry import METHODS
 from .autoencoder import psnr
-from .base import Env
+from .capabilities import ExportsCodes, Reconstructs
 from .generative import GenerativeMethod, batched
 
 RECON_LOSSES = ("mse", "bce")
@@ -69,11 +70,12 @@ def recon_loss(logits: Tensor, x: Tensor, kind: str) -> Tensor:
 
 
 @METHODS.register("vqvae", help="VQ-VAE: reconstruction + codebook + commitment losses (§9.7)")
-class VQVAEMethod(GenerativeMethod):
+class VQVAEMethod(GenerativeMethod, Reconstructs, ExportsCodes):
     Options = VQVAEOptions
-    can_sample = False
     has_latent = False
     monitor = ("val_loss", "min")
+    no_sampling_reason = ("a VQ-VAE has no prior over its code grids (sampling needs an autoregressive prior "
+                          "fitted to the codes: `profond latent RUN --codes` exports them)")
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env, with_data=with_data)
@@ -155,6 +157,9 @@ class VQVAEMethod(GenerativeMethod):
         m = self.model
         return batched(lambda xb: torch.sigmoid(m(self.to_device(xb))["logits"].float()).cpu(), x)
 
+    def export_codes(self, path: Path, *, split: str = "test", run: str = "") -> Path:
+        return export_codes(self, path, split=split, run=run or None)
+
     @torch.no_grad()
     def encode_indices(self, x: Tensor) -> Tensor:
         """Code indices ``(N, h, w)`` (int64, CPU) of [0, 1] images ``(N, C, H, W)`` (eq. 9.24)."""
@@ -189,7 +194,7 @@ def export_codes(method: VQVAEMethod, path: str | Path, split: str = "test", *,
     """
     from safetensors.torch import save
 
-    from ..train.io import atomic_write_bytes
+    from ..base.io import atomic_write_bytes
 
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} is not valid. Valid values: {', '.join(SPLITS)}.")

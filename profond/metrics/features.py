@@ -3,7 +3,7 @@
 FID, KID, precision/recall and the Inception Score compare images through the eyes of a
 trained classifier: its penultimate-layer *features* and its class *probabilities*. The
 standard choice, InceptionV3 trained on ImageNet (Heusel et al. 2017; the course's
-"Distance d'Inception de Fréchet", ``/work/shared/course/004_782aa6af8ddb8f45.txt``), knows little about 28×28 grayscale clothes, needs a
+"Distance d'Inception de Fréchet", course seed 004), knows little about 28×28 grayscale clothes, needs a
 299×299 RGB input and downloaded weights. This module ships a small network trained on
 Fashion-MNIST instead:
 
@@ -136,7 +136,7 @@ class FeatureNet(nn.Module):
     def __init__(self, model: nn.Module, info: dict[str, Any], mean: float = FMNIST_MEAN,
                  std: float = FMNIST_STD, size: tuple[int, int] = (28, 28)):
         super().__init__()
-        # channels_last convolutions are ~2x faster on CPU for this net
+        # channels_last convolutions are faster on CPU for this net
         self.model = model.to(memory_format=torch.channels_last).requires_grad_(False)
         self.info = info
         self.size = tuple(size)
@@ -230,7 +230,7 @@ def load_feature_net(name: str = "fmnist", device: str | torch.device = "cpu") -
     :class:`~profond.errors.ProfondError` says what to install when they are missing.
     """
     if isinstance(device, str):
-        from ..train.distributed import resolve_device
+        from ..base.device import resolve_device
 
         try:
             device = resolve_device(device)  # "auto" -> cuda if available, else cpu

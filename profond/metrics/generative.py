@@ -1,7 +1,7 @@
 """Evaluation kit for generative models: FID, KID, Inception Score, precision/recall and a
 class histogram (mode-collapse check), on the features of a trained classifier.
 
-The course (``/work/shared/course/004_782aa6af8ddb8f45.txt``, "Évaluation des Modèles
+The course (course seed 004, "Évaluation des Modèles
 Génératifs" and "IS vs FID") presents the two classic scores: the *Inception Score* rewards
 confident and diverse class predictions but never looks at real data and misses mode
 collapse inside a class; the *Fréchet Inception Distance* compares the Gaussian
@@ -324,10 +324,10 @@ def precision_recall(feats_real: Any, feats_fake: Any, k: int = 3) -> tuple[floa
     the fake manifold (coverage; a mode-collapsed generator has low recall). Both in
     [0, 1]; Euclidean distances in float64. Cost O(N²·D) time, memory bounded by chunks.
 
-    Caveat (measured with the fmnist feature net): precision trusts every real ball, and
-    a few strongly textured real images (patterned bags, shirts) sit next to the tight
-    cluster where uniform noise lands, so pure noise gets precision 0.25 against 2,000 real
-    images and 0.98 against 10,000 (recall 0). Read precision together with recall, FID
+    Caveat (seen with the fmnist feature net): precision trusts every real ball, and a few
+    strongly textured real images (patterned bags, shirts) sit next to the tight cluster
+    where uniform noise lands, so pure noise can get a high precision, the higher the more
+    real images are used (its recall stays 0). Read precision together with recall, FID
     and the class histogram, which all reject noise.
     """
     r, f = _features(feats_real, "feats_real"), _features(feats_fake, "feats_fake")

@@ -33,27 +33,25 @@ The VAE encoder outputs ``2·latent_dim`` numbers, split into the posterior mean
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal, get_args
 
 import torch
 from torch import nn
 
+from ..base.coerce import PosInt
 from ..errors import ConfigError
-from ..nn.layers import (
-    activation as make_activation,
-)
-from ..nn.layers import (
-    check_activation,
-    check_bool,
-    check_choice,
-    check_in_shape,
-    check_int,
-    check_int_list,
-)
+from ..nn.layers import Activation, InShape
+from ..nn.layers import activation as make_activation
 from ..registry import MODELS
 
-ARCHS = ("mlp", "conv")
-UPSAMPLES = ("transpose", "nearest")
-CODE_ACTIVATIONS = ("none", "sigmoid", "relu")
+Arch = Literal["mlp", "conv"]
+Upsample = Literal["transpose", "nearest"]
+CodeActivation = Literal["none", "sigmoid", "relu"]
+ARCHS, UPSAMPLES, CODE_ACTIVATIONS = get_args(Arch), get_args(Upsample), get_args(CodeActivation)
+#: the conv widths, one per stride-2 convolution (:data:`CONV_DOWNS`)
+Channels = Annotated[
+    tuple[PosInt, PosInt, PosInt], "one width per stride-2 convolution of exercise 9.3, e.g. [32, 64, 128]"
+]
 #: default ``hidden`` widths per architecture (``hidden: null`` in a config)
 DEFAULT_HIDDEN = {"mlp": [512], "conv": []}
 #: the conv trunk halves the image this many times (exercise 9.3: three stride-2 convs)
@@ -195,20 +193,6 @@ def build_encoder_decoder(
             ConvDecoder(in_shape, channels, hidden, latent_dim, act, upsample))
 
 
-def _check_common(in_shape, arch, hidden, latent_dim, activation, channels, upsample):
-    shape = check_in_shape(in_shape)
-    arch = check_choice("arch", arch, ARCHS)
-    hidden = DEFAULT_HIDDEN[arch] if hidden is None else check_int_list("hidden", hidden)
-    latent_dim = check_int("latent_dim", latent_dim)
-    act = check_activation(activation)
-    channels = check_int_list("channels", channels)
-    if len(channels) != CONV_DOWNS:
-        raise ConfigError(f"channels={channels!r} must list {CONV_DOWNS} widths, one per stride-2 "
-                          "convolution (exercise 9.3), e.g. [32, 64, 128].")
-    upsample = check_choice("upsample", upsample, UPSAMPLES)
-    return shape, arch, list(hidden), latent_dim, act, channels, upsample
-
-
 # ----------------------------------------------------------------------------------------
 # the models
 
@@ -286,16 +270,16 @@ class VAE(nn.Module):
 @MODELS.register("ae", help="autoencoder, mlp / conv / linear, with an optional sigmoid code (def. 9.2)",
                  tags=("method:autoencoder",))
 def ae(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
+    in_shape: InShape = (1, 28, 28),
     num_classes: int = 10,
-    arch: str = "mlp",
-    hidden: list[int] | None = None,
-    latent_dim: int = 32,
-    activation: str = "relu",
-    channels: list[int] = [32, 64, 128],  # noqa: B006 (read only; a list so configs stay YAML)
-    upsample: str = "transpose",
+    arch: Arch = "mlp",
+    hidden: list[PosInt] | None = None,
+    latent_dim: PosInt = 32,
+    activation: Activation = "relu",
+    channels: Channels = (32, 64, 128),
+    upsample: Upsample = "transpose",
     linear: bool = False,
-    code_activation: str = "none",
+    code_activation: CodeActivation = "none",
 ) -> nn.Module:
     """Autoencoder ``prod(in_shape) → hidden… → latent_dim → …hidden → prod(in_shape)``.
 
@@ -306,31 +290,28 @@ def ae(
     none | sigmoid | relu on the code (sigmoid for the KL sparsity penalty).
     ``num_classes`` is ignored (kept for the common builder signature).
     """
-    shape, arch, hidden, latent_dim, act, channels, upsample = _check_common(
-        in_shape, arch, hidden, latent_dim, activation, channels, upsample)
-    linear = check_bool("linear", linear)
-    code_activation = check_choice("code_activation", code_activation, CODE_ACTIVATIONS)
     if linear and arch != "mlp":
         raise ConfigError("linear=true is for arch='mlp' (a linear autoencoder has no convolutions, "
                           "BatchNorm or ReLU); set model.arch=mlp.")
     if linear and code_activation != "none":
         raise ConfigError("linear=true needs code_activation='none' (a linear AE has no activation).")
-    enc, dec = build_encoder_decoder(shape, arch, hidden, latent_dim, latent_dim,
-                                     None if linear else act, channels, upsample)
+    hidden = DEFAULT_HIDDEN[arch] if hidden is None else hidden
+    enc, dec = build_encoder_decoder(in_shape, arch, hidden, latent_dim, latent_dim,
+                                     None if linear else activation, list(channels), upsample)
     return AutoEncoder(enc, dec, latent_dim, code_activation=code_activation, linear=linear, arch=arch)
 
 
 @MODELS.register("vae", help="variational autoencoder, mlp (§9.8: 784-512-20) or conv (exercise 9.3)",
                  tags=("method:vae",))
 def vae(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
+    in_shape: InShape = (1, 28, 28),
     num_classes: int = 10,
-    arch: str = "mlp",
-    hidden: list[int] | None = None,
-    latent_dim: int = 20,
-    activation: str = "relu",
-    channels: list[int] = [32, 64, 128],  # noqa: B006 (read only; a list so configs stay YAML)
-    upsample: str = "transpose",
+    arch: Arch = "mlp",
+    hidden: list[PosInt] | None = None,
+    latent_dim: PosInt = 20,
+    activation: Activation = "relu",
+    channels: Channels = (32, 64, 128),
+    upsample: Upsample = "transpose",
 ) -> nn.Module:
     """VAE whose encoder outputs ``(μ, log σ²)`` (eq. 9.26) and decoder logits.
 
@@ -338,7 +319,7 @@ def vae(
     ``20 → 512 → 784``, ReLU. ``arch``, ``hidden``, ``channels``, ``upsample`` as for ``ae``.
     ``num_classes`` is ignored (kept for the common builder signature).
     """
-    shape, arch, hidden, latent_dim, act, channels, upsample = _check_common(
-        in_shape, arch, hidden, latent_dim, activation, channels, upsample)
-    enc, dec = build_encoder_decoder(shape, arch, hidden, 2 * latent_dim, latent_dim, act, channels, upsample)
+    hidden = DEFAULT_HIDDEN[arch] if hidden is None else hidden
+    enc, dec = build_encoder_decoder(in_shape, arch, hidden, 2 * latent_dim, latent_dim, activation,
+                                     list(channels), upsample)
     return VAE(enc, dec, latent_dim, arch=arch)

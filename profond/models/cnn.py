@@ -10,23 +10,15 @@ image) for depthwise-separable ones (§4.9).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
+from ..base.coerce import NonNegInt, PosInt, Prob
 from ..errors import ConfigError
-from ..nn.layers import (
-    activation as make_activation,
-)
-from ..nn.layers import (
-    check_activation,
-    check_bool,
-    check_choice,
-    check_in_shape,
-    check_int,
-    check_prob,
-    conv2d,
-    conv_bn_act,
-)
+from ..nn.layers import Activation, InShape, conv2d, conv_bn_act
+from ..nn.layers import activation as make_activation
 from ..registry import MODELS
 
 
@@ -62,10 +54,10 @@ class _TrunkHead(nn.Module):
 
 @MODELS.register("lenet5", help="LeNet-5: conv5-pool-conv5-pool-fc120-fc84 (course §4.4.1)")
 def lenet5(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    activation: str = "tanh",
-    pool: str = "avg",
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    activation: Activation = "tanh",
+    pool: Literal["avg", "max"] = "avg",
 ) -> nn.Module:
     """LeNet-5 (LeCun et al. 1998), as drawn in §4.4.1 for 32×32 inputs.
 
@@ -75,10 +67,7 @@ def lenet5(
     ``activation``: tanh (original) or any name of :data:`profond.nn.ACTIVATIONS`;
     ``pool``: avg (original) or max.
     """
-    c, h, w = check_in_shape(in_shape)
-    num_classes = check_int("num_classes", num_classes)
-    act = check_activation(activation)
-    pool = check_choice("pool", pool, ("avg", "max"))
+    c, h, w = in_shape
     pad = 2 if min(h, w) < 32 else 0
     # conv5 shrinks by 4, pool halves: s -> (s + 2p - 4) // 2 -> ((..) - 4) // 2
     fh, fw = ((h + 2 * pad - 4) // 2 - 4) // 2, ((w + 2 * pad - 4) // 2 - 4) // 2
@@ -89,13 +78,13 @@ def lenet5(
         )
     pool_layer = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
     features = nn.Sequential(
-        nn.Conv2d(c, 6, 5, padding=pad), make_activation(act), pool_layer(2),
-        nn.Conv2d(6, 16, 5), make_activation(act), pool_layer(2),
+        nn.Conv2d(c, 6, 5, padding=pad), make_activation(activation), pool_layer(2),
+        nn.Conv2d(6, 16, 5), make_activation(activation), pool_layer(2),
     )  # fmt: skip
     head = nn.Sequential(
         nn.Flatten(),
-        nn.Linear(16 * fh * fw, 120), make_activation(act),
-        nn.Linear(120, 84), make_activation(act),
+        nn.Linear(16 * fh * fw, 120), make_activation(activation),
+        nn.Linear(120, 84), make_activation(activation),
         nn.Linear(84, num_classes),
     )  # fmt: skip
     return _TrunkHead(features, head)
@@ -107,13 +96,13 @@ def lenet5(
 
 @MODELS.register("vgg", help="VGG-style stacks of 3×3 convs + max-pool (course §4.4.3)")
 def vgg(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    stages: list[list[int]] = [[32, 32], [64, 64], [128, 128]],  # noqa: B006 (read only)
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    stages: list[list[PosInt]] = [[32, 32], [64, 64], [128, 128]],  # noqa: B006 (read only)
     batchnorm: bool = True,
-    activation: str = "relu",
-    dropout: float = 0.0,
-    head: int = 256,
+    activation: Activation = "relu",
+    dropout: Prob = 0.0,
+    head: NonNegInt = 256,
     global_pool: bool = False,
     separable: bool = False,
 ) -> nn.Module:
@@ -125,37 +114,20 @@ def vgg(
     instead of flattening the whole map; ``dropout``: before the last Linear;
     ``separable``: depthwise-separable convs for all but the first conv (§4.9).
     """
-    shape = check_in_shape(in_shape)
-    num_classes = check_int("num_classes", num_classes)
-    act = check_activation(activation)
-    norm = "batch" if check_bool("batchnorm", batchnorm) else "none"
-    separable = check_bool("separable", separable)
-    global_pool = check_bool("global_pool", global_pool)
-    dropout = check_prob("dropout", dropout)
-    head = check_int("head", head, minimum=0)
-    bad = ConfigError(
-        f"stages={stages!r} must be a non-empty list of non-empty lists of positive channel "
-        "counts, e.g. [[32, 32], [64, 64], [128, 128]]."
-    )
-    if isinstance(stages, (str, bytes)) or not hasattr(stages, "__iter__"):
-        raise bad
-    stages = [
-        list(s) if hasattr(s, "__iter__") and not isinstance(s, str) else None for s in stages
-    ]
-    if not stages or any(
-        not s or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in s)
-        for s in stages
-    ):
-        raise bad
-    h, w = _after_pools(shape, len(stages))
+    if not stages or not all(stages):
+        raise ConfigError(
+            f"stages={stages!r} must be a non-empty list of non-empty lists of positive channel "
+            "counts, e.g. [[32, 32], [64, 64], [128, 128]]."
+        )
+    norm = "batch" if batchnorm else "none"
+    h, w = _after_pools(in_shape, len(stages))
 
     layers: list[nn.Module] = []
-    prev, first = shape[0], True
+    prev, first = in_shape[0], True
     for stage in stages:
         for ch in stage:
-            layers.append(
-                conv_bn_act(prev, ch, 3, act=act, norm=norm, separable=separable and not first)
-            )
+            sep = separable and not first
+            layers.append(conv_bn_act(prev, ch, 3, act=activation, norm=norm, separable=sep))
             prev, first = ch, False
         layers.append(nn.MaxPool2d(2))
     features = nn.Sequential(*layers)
@@ -164,7 +136,7 @@ def vgg(
     dim = prev if global_pool else prev * h * w
     head_layers.append(nn.Flatten())
     if head > 0:
-        head_layers += [nn.Linear(dim, head), make_activation(act)]
+        head_layers += [nn.Linear(dim, head), make_activation(activation)]
         dim = head
     if dropout > 0:
         head_layers.append(nn.Dropout(dropout))
@@ -178,11 +150,11 @@ def vgg(
 
 @MODELS.register("course-cnn", help="the chapter-4 CIFAR-10 CNN: 3 blocks 64-128-256 (course §4.6)")
 def course_cnn(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    width: int = 64,
-    dropout: float = 0.25,
-    head_dropout: float = 0.5,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    width: PosInt = 64,
+    dropout: Prob = 0.25,
+    head_dropout: Prob = 0.5,
     separable: bool = False,
 ) -> nn.Module:
     """``CIFAR10Net`` of §4.6.
@@ -194,16 +166,10 @@ def course_cnn(
     same weights work on 28×28 and 32×32 images. With the course defaults on 3×32×32 it has
     1,181,386 parameters (the course's printed "952,202" is wrong).
     """
-    shape = check_in_shape(in_shape)
-    num_classes = check_int("num_classes", num_classes)
-    width = check_int("width", width)
-    dropout = check_prob("dropout", dropout)
-    head_dropout = check_prob("head_dropout", head_dropout)
-    separable = check_bool("separable", separable)
-    _after_pools(shape, 3)
+    _after_pools(in_shape, 3)
 
     layers: list[nn.Module] = []
-    prev = shape[0]
+    prev = in_shape[0]
     for i, ch in enumerate((width, 2 * width, 4 * width)):
         # as in the course, the convolutions keep their bias even though BN follows
         for cin, sep in ((prev, separable and i > 0), (ch, separable)):
@@ -231,10 +197,10 @@ def course_cnn(
 
 @MODELS.register("fmnist-cnn", help="small fast CNN (conv×2-pool-conv×2-pool-fc) for Fashion-MNIST")
 def fmnist_cnn(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    width: int = 32,
-    dropout: float = 0.25,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    width: PosInt = 32,
+    dropout: Prob = 0.25,
     separable: bool = False,
 ) -> nn.Module:
     """``[conv3×3(w)-BN-ReLU]×2 → pool → [conv3×3(2w)-BN-ReLU]×2 → pool → dropout → FC``.
@@ -243,12 +209,7 @@ def fmnist_cnn(
     Linear head on the flattened ``2w × H/4 × W/4`` map; runs well with
     ``channels_last`` and bf16 autocast.
     """
-    shape = check_in_shape(in_shape)
-    num_classes = check_int("num_classes", num_classes)
-    width = check_int("width", width)
-    dropout = check_prob("dropout", dropout)
-    separable = check_bool("separable", separable)
-    h, w = _after_pools(shape, 2)
+    h, w = _after_pools(in_shape, 2)
 
     def block(cin: int, cout: int, sep: bool) -> list[nn.Module]:
         return [
@@ -258,7 +219,7 @@ def fmnist_cnn(
         ]
 
     features = nn.Sequential(
-        *block(shape[0], width, False),
+        *block(in_shape[0], width, False),
         *block(width, width, separable),
         nn.MaxPool2d(2),
         *block(width, 2 * width, separable),
@@ -352,32 +313,28 @@ class ResNet(nn.Module):
 
 @MODELS.register("resnet", help="CIFAR ResNet, depth 6n+2 (20: 0.27M params; course §4.4.4)")
 def resnet(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
     depth: int = 20,
-    width: int = 16,
+    width: PosInt = 16,
     separable: bool = False,
 ) -> nn.Module:
     """ResNet for small images (He et al. 2016): ``depth = 6n + 2`` (8, 14, 20, 32, 44, 56, 110...),
     stage widths ``width, 2·width, 4·width``; ``separable``: depthwise-separable 3×3 convs in
     the residual blocks (§4.9)."""
-    c, _, _ = check_in_shape(in_shape)
-    num_classes = check_int("num_classes", num_classes)
-    width = check_int("width", width)
-    separable = check_bool("separable", separable)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+    if depth < 8 or (depth - 2) % 6:
         raise ConfigError(
             f"depth={depth!r} is not a CIFAR ResNet depth: it must be 6n+2 with n >= 1 "
             "(valid values: 8, 14, 20, 26, 32, 44, 56, 110, ...)."
         )
-    return ResNet(c, num_classes, (depth - 2) // 6, width, separable)
+    return ResNet(in_shape[0], num_classes, (depth - 2) // 6, width, separable)
 
 
 @MODELS.register("resnet8", help="ResNet-8 (resnet with depth=8), ~78k params")
 def resnet8(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    width: int = 16,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    width: PosInt = 16,
     separable: bool = False,
 ) -> nn.Module:
     """``resnet(depth=8)``: one BasicBlock per stage."""
@@ -386,9 +343,9 @@ def resnet8(
 
 @MODELS.register("resnet20", help="ResNet-20 (resnet with depth=20), 0.27M params")
 def resnet20(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    width: int = 16,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    width: PosInt = 16,
     separable: bool = False,
 ) -> nn.Module:
     """``resnet(depth=20)``: three BasicBlocks per stage, as in He et al.'s table 6."""

@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
+from ..base.coerce import PosInt, Prob
 from ..errors import ConfigError
+from ..nn.layers import InShape
 from ..registry import MODELS
 
-D_NORMS = ("batch", "layer", "none")
+DNorm = Literal["batch", "layer", "none"]
+D_NORMS: tuple[str, ...] = get_args(DNorm)
 
 
 class GAN(nn.Module):
@@ -63,19 +67,6 @@ def dcgan_init(m: nn.Module) -> None:
 
 def _maybe_sn(layer: nn.Module, sn: bool) -> nn.Module:
     return _sn(layer) if sn else layer
-
-
-def _check(in_shape: Sequence[int], num_classes: int, latent_dim: int, d_norm: str = "none") -> tuple[int, int, int]:
-    if len(in_shape) != 3:
-        raise ConfigError(f"GAN models need an image shape (C, H, W), got {tuple(in_shape)}.")
-    if latent_dim < 1:
-        raise ConfigError(f"bad value for 'model.latent_dim': {latent_dim}; must be >= 1.")
-    if num_classes < 1:
-        raise ConfigError(f"num_classes={num_classes} must be >= 1.")
-    if d_norm not in D_NORMS:
-        raise ConfigError(f"bad value for 'model.d_norm': {d_norm!r}. Valid values: {', '.join(D_NORMS)}.")
-    c, h, w = (int(v) for v in in_shape)
-    return c, h, w
 
 
 # ----------------------------------------------------------------------------------------
@@ -130,10 +121,10 @@ class MLPDiscriminator(nn.Module):
 
 @MODELS.register("gan", help="fully connected GAN (G 100-256-512-784 Tanh, D 784-512-256-1), "
                              "optionally conditional (§8.5) / spectral-normalised", tags=("method:gan",))
-def gan(in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, latent_dim: int = 100,
-        g_hidden: Sequence[int] = (256, 512), d_hidden: Sequence[int] = (512, 256), conditional: bool = False,
-        embed_dim: int = 10, spectral_norm: bool = False, dropout: float = 0.0) -> GAN:
-    _check(in_shape, num_classes, latent_dim)
+def gan(in_shape: InShape = (1, 28, 28), num_classes: PosInt = 10, latent_dim: PosInt = 100,
+        g_hidden: tuple[PosInt, ...] = (256, 512), d_hidden: tuple[PosInt, ...] = (512, 256),
+        conditional: bool = False, embed_dim: PosInt = 10, spectral_norm: bool = False,
+        dropout: Prob = 0.0) -> GAN:
     G = MLPGenerator(in_shape, latent_dim, list(g_hidden), num_classes, conditional, embed_dim)
     D = MLPDiscriminator(in_shape, list(d_hidden), num_classes, conditional, embed_dim, spectral_norm, dropout)
     return GAN(G, D, latent_dim, num_classes, conditional)
@@ -212,7 +203,7 @@ class DCDiscriminator(nn.Module):
         ch = features
         # DCGAN's convs have no bias because a norm follows them; without any norm the biases
         # are needed: a bias-free conv + LeakyReLU stack is positively homogeneous (D(a x) =
-        # a D(x)) and cannot tell a -1 background from a grey one (measured: grey samples)
+        # a D(x)) and cannot tell a -1 background from a grey one (G then draws grey samples)
         bias = d_norm == "none"
         for i, s in enumerate(sizes[:-1]):
             k = 4 if s % 2 == 0 else 3  # 7 -> 4: (7 + 2 - 3) / 2 + 1 = 4
@@ -237,12 +228,9 @@ class DCDiscriminator(nn.Module):
 @MODELS.register("dcgan", help="DCGAN (§8.7; 28x28: 4f-2f-f transposed convs / f-2f-4f convs), "
                                "optionally conditional (§8.5), spectral norm, critic norm",
                  tags=("method:gan",))
-def dcgan(in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, latent_dim: int = 100,
-          features_g: int = 64, features_d: int = 64, conditional: bool = False, embed_dim: int = 10,
-          spectral_norm: bool = False, d_norm: str = "batch") -> GAN:
-    _check(in_shape, num_classes, latent_dim, d_norm)
-    if features_g < 1 or features_d < 1:
-        raise ConfigError("model.features_g / features_d must be >= 1.")
+def dcgan(in_shape: InShape = (1, 28, 28), num_classes: PosInt = 10, latent_dim: PosInt = 100,
+          features_g: PosInt = 64, features_d: PosInt = 64, conditional: bool = False,
+          embed_dim: PosInt = 10, spectral_norm: bool = False, d_norm: DNorm = "batch") -> GAN:
     G = DCGenerator(in_shape, latent_dim, features_g, num_classes, conditional, embed_dim)
     D = DCDiscriminator(in_shape, features_d, num_classes, conditional, spectral_norm, d_norm)
     G.apply(dcgan_init)

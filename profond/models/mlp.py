@@ -9,25 +9,15 @@ layer being ``Linear → [BN] → activation → [Dropout]``.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
+from ..base.coerce import PosInt, Prob
 from ..errors import ConfigError
-from ..nn.layers import (
-    activation as make_activation,
-)
-from ..nn.layers import (
-    check_activation,
-    check_bool,
-    check_choice,
-    check_in_shape,
-    check_init,
-    check_int,
-    check_int_list,
-    check_prob,
-    init_weights,
-)
+from ..nn.layers import Activation, Init, InShape, init_weights
+from ..nn.layers import activation as make_activation
 from ..registry import MODELS
 
 
@@ -67,8 +57,9 @@ class MLP(nn.Module):
 
 
 #: ``norm`` values: PyTorch's layers, or the hand-written ones of profond.scratch (§3.5, §3.6)
-MLP_NORMS = ("none", "batchnorm", "layernorm", "rmsnorm",
-             "scratch-batchnorm", "scratch-layernorm", "scratch-rmsnorm")
+MLPNorm = Literal["none", "batchnorm", "layernorm", "rmsnorm",
+                  "scratch-batchnorm", "scratch-layernorm", "scratch-rmsnorm"]
+MLP_NORMS: tuple[str, ...] = get_args(MLPNorm)
 
 
 def make_norm(name: str, features: int) -> nn.Module:
@@ -94,15 +85,15 @@ def make_dropout(impl: str, p: float) -> nn.Module:
 
 @MODELS.register("mlp", help="multilayer perceptron on the flattened image (course §1.2, §1.6)")
 def mlp(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    widths: list[int] = [256, 128],  # noqa: B006 (read only; a list so configs stay YAML)
-    activation: str = "relu",
-    init: str = "default",
-    dropout: float = 0.0,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    widths: list[PosInt] = [256, 128],  # noqa: B006 (read only; a list so configs stay YAML)
+    activation: Activation = "relu",
+    init: Init = "default",
+    dropout: Prob = 0.0,
     batchnorm: bool = False,
-    norm: str = "none",
-    dropout_impl: str = "torch",
+    norm: MLPNorm = "none",
+    dropout_impl: Literal["torch", "scratch"] = "torch",
 ) -> nn.Module:
     """MLP ``prod(in_shape) → widths... → num_classes``.
 
@@ -113,23 +104,10 @@ def mlp(
     from-scratch ``scratch-batchnorm`` / ``scratch-layernorm`` / ``scratch-rmsnorm``;
     ``dropout_impl``: torch or scratch (profond.scratch.layers.Dropout).
     """
-    shape = check_in_shape(in_shape)
-    num_classes = check_int("num_classes", num_classes)
-    widths = check_int_list("widths", widths)
-    act = check_activation(activation)
-    scheme = check_init(init)
-    norm = check_choice("norm", norm, MLP_NORMS)
-    if check_bool("batchnorm", batchnorm):
+    if batchnorm:
         if norm not in ("none", "batchnorm"):
             raise ConfigError(f"batchnorm=true conflicts with norm={norm!r}; set only norm.")
         norm = "batchnorm"
-    model = MLP(
-        math.prod(shape),
-        num_classes,
-        widths,
-        activation=act,
-        dropout=check_prob("dropout", dropout),
-        norm=norm,
-        dropout_impl=check_choice("dropout_impl", dropout_impl, ("torch", "scratch")),
-    )
-    return init_weights(model, scheme, act)
+    model = MLP(math.prod(in_shape), num_classes, widths, activation=activation, dropout=dropout,
+                norm=norm, dropout_impl=dropout_impl)
+    return init_weights(model, init, activation)

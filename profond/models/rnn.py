@@ -1,6 +1,6 @@
 r"""Recurrent models of chapter 5: text classifier, character language model, forecaster.
 
-Equation and section numbers refer to ``/work/shared/course/003_5fd00316ac58b774.txt``.
+Equation and section numbers are those of the course, chapter 5 (§5.3, §5.8; eqs. 5.1–5.19).
 Models are plain ``nn.Module``s: they know nothing of training or data loading.
 
 * ``rnn-classifier`` (:class:`RNNClassifier`) — the §5.8 sentiment model: embedding →
@@ -27,15 +27,15 @@ Helpers shared with :mod:`.seq2seq`: :func:`make_recurrent`, :func:`run_recurren
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Annotated, Literal, Union, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..base.coerce import NonNegInt, PosInt, Prob, Range, check_choice
 from ..errors import ConfigError
-from ..nn.layers import check_bool, check_choice, check_int, check_prob
 from ..nn.rnn import Recurrent, copy_from_torch, copy_to_torch
 from ..registry import MODELS
 
@@ -45,11 +45,16 @@ __all__ = [
 ]
 
 #: implementations of the recurrent layers
-IMPLS: tuple[str, ...] = ("torch", "profond")
+Impl = Literal["torch", "profond"]
+IMPLS: tuple[str, ...] = get_args(Impl)
 #: recurrent families
-RNN_KINDS: tuple[str, ...] = ("rnn", "lstm", "gru")
+RNNKind = Literal["rnn", "lstm", "gru"]
+RNN_KINDS: tuple[str, ...] = get_args(RNNKind)
 #: how the classifier turns the ``(B, T, D d_h)`` outputs into one vector
-POOLS: tuple[str, ...] = ("last", "mean", "max")
+Pool = Literal["last", "mean", "max"]
+POOLS: tuple[str, ...] = get_args(Pool)
+#: a vocabulary size
+VocabSize = Annotated[int, Range(2)]
 
 #: ``h`` (RNN, GRU) or ``(h, c)`` (LSTM), each ``(num_layers · D, B, d_h)``
 State = Union[Tensor, tuple[Tensor, Tensor]]
@@ -58,11 +63,11 @@ _TORCH_RNN = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 def _kind(kind: str) -> str:
-    return check_choice("kind", str(kind).strip().lower(), RNN_KINDS)
+    return check_choice(kind, RNN_KINDS, "kind")
 
 
 def _impl(impl: str) -> str:
-    return check_choice("impl", str(impl).strip().lower(), IMPLS)
+    return check_choice(impl, IMPLS, "impl")
 
 
 # ----------------------------------------------------------------------------------------
@@ -223,7 +228,7 @@ class RNNClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.kind, self.impl = _kind(kind), _impl(impl)
-        self.pool = check_choice("pool", pool, POOLS)
+        self.pool = check_choice(pool, POOLS, "pool")
         self.num_directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
         self.rnn = make_recurrent(kind, embed_dim, hidden_size, num_layers,
@@ -254,9 +259,11 @@ class RNNClassifier(nn.Module):
 @MODELS.register("rnn-classifier", tags=("text", "rnn", "method:text-classifier"),
                  help="embedding + (Bi)LSTM/GRU/RNN + pooling + linear head (course §5.8, §5.9)")
 def rnn_classifier(
-    vocab_size: int = 1000, num_classes: int = 2, embed_dim: int = 128, hidden_size: int = 128,
-    num_layers: int = 1, kind: str = "lstm", bidirectional: bool = True, pool: str = "last",
-    dropout: float = 0.0, head_hidden: int = 0, padding_idx: int = 0, impl: str = "torch",
+    vocab_size: VocabSize = 1000, num_classes: Annotated[int, Range(2)] = 2,
+    embed_dim: PosInt = 128, hidden_size: PosInt = 128, num_layers: PosInt = 1,
+    kind: RNNKind = "lstm", bidirectional: bool = True, pool: Pool = "last",
+    dropout: Prob = 0.0, head_hidden: NonNegInt = 0, padding_idx: NonNegInt = 0,
+    impl: Impl = "torch",
 ) -> nn.Module:
     """Text classifier ``tokens (B, T), lengths (B,) -> logits (B, num_classes)``.
 
@@ -268,13 +275,8 @@ def rnn_classifier(
     head_hidden=128``: 2 561 410 parameters for ``vocab_size=1000`` (the 1 447 170 printed
     in §5.8 does not match its own layers).
     """
-    return RNNClassifier(
-        check_int("vocab_size", vocab_size, 2), check_int("num_classes", num_classes, 2),
-        check_int("embed_dim", embed_dim), check_int("hidden_size", hidden_size),
-        check_int("num_layers", num_layers), kind, check_bool("bidirectional", bidirectional),
-        pool, check_prob("dropout", dropout), check_int("head_hidden", head_hidden, 0),
-        check_int("padding_idx", padding_idx, 0), impl,
-    )
+    return RNNClassifier(vocab_size, num_classes, embed_dim, hidden_size, num_layers, kind,
+                         bidirectional, pool, dropout, head_hidden, padding_idx, impl)
 
 
 # ----------------------------------------------------------------------------------------
@@ -348,8 +350,9 @@ class CharLM(nn.Module):
 @MODELS.register("char-lm", tags=("text", "rnn", "generative", "method:char-lm"),
                  help="character language model: embedding + LSTM/GRU + linear to vocab (ch. 5)")
 def char_lm(
-    vocab_size: int = 128, embed_dim: int = 64, hidden_size: int = 256, num_layers: int = 2,
-    kind: str = "lstm", dropout: float = 0.0, tie_weights: bool = False, impl: str = "torch",
+    vocab_size: VocabSize = 128, embed_dim: PosInt = 64, hidden_size: PosInt = 256,
+    num_layers: PosInt = 2, kind: RNNKind = "lstm", dropout: Prob = 0.0,
+    tie_weights: bool = False, impl: Impl = "torch",
 ) -> nn.Module:
     """Char-level LM ``tokens (B, T), state -> (logits (B, T, vocab_size), state)``.
 
@@ -357,11 +360,7 @@ def char_lm(
     ``tie_weights``: share embedding and read-out (embed_dim == hidden_size);
     ``impl``: torch or profond. ``model.generate(prompt, n, temperature, top_k)`` samples.
     """
-    return CharLM(
-        check_int("vocab_size", vocab_size, 2), check_int("embed_dim", embed_dim),
-        check_int("hidden_size", hidden_size), check_int("num_layers", num_layers), kind,
-        check_prob("dropout", dropout), check_bool("tie_weights", tie_weights), impl,
-    )
+    return CharLM(vocab_size, embed_dim, hidden_size, num_layers, kind, dropout, tie_weights, impl)
 
 
 # ----------------------------------------------------------------------------------------
@@ -423,16 +422,12 @@ class RNNForecaster(nn.Module):
 @MODELS.register("rnn-forecaster", tags=("series", "rnn", "method:forecaster"),
                  help="LSTM/GRU over a window of a series -> next value(s) (direct or recursive)")
 def rnn_forecaster(
-    input_size: int = 1, hidden_size: int = 64, num_layers: int = 1, kind: str = "lstm",
-    dropout: float = 0.0, horizon: int = 1, impl: str = "torch",
+    input_size: PosInt = 1, hidden_size: PosInt = 64, num_layers: PosInt = 1,
+    kind: RNNKind = "lstm", dropout: Prob = 0.0, horizon: PosInt = 1, impl: Impl = "torch",
 ) -> nn.Module:
     """Forecaster ``x (B, T[, input_size]) -> (B, horizon)``.
 
     ``horizon``: 1 (next step) or H > 1 (direct multi-step head); ``model.recursive(x, n)``
     iterates the one-step forecast. ``kind``: lstm, gru, rnn; ``impl``: torch or profond.
     """
-    return RNNForecaster(
-        check_int("input_size", input_size), check_int("hidden_size", hidden_size),
-        check_int("num_layers", num_layers), kind, check_prob("dropout", dropout),
-        check_int("horizon", horizon), impl,
-    )
+    return RNNForecaster(input_size, hidden_size, num_layers, kind, dropout, horizon, impl)

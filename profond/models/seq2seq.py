@@ -1,6 +1,6 @@
 r"""Encoder–decoder (seq2seq) with or without attention, course §6.1–6.3 and exercise 6.1.
 
-Equation numbers refer to ``/work/shared/course/003_5fd00316ac58b774.txt`` (chapter 6).
+Equation numbers are those of the course, chapters 5–6 (eq. 5.22, eqs. 6.1–6.8).
 
 Encoder: embedding → (Bi)LSTM / GRU / RNN over the source ``x_1 … x_S`` → the states
 ``h_j = [→h_j ; ←h_j]`` (eq. 5.22), of size ``d_m = D d_h`` (``D = 2`` if bidirectional).
@@ -46,11 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base.coerce import NonNegInt, PosInt, Prob
 from ..errors import ConfigError
 from ..nn.attention import Attention, canonical_attention, length_mask, make_attention
-from ..nn.layers import check_bool, check_int, check_prob
 from ..registry import MODELS
-from .rnn import State, _kind, _top_hidden, make_recurrent, run_recurrent
+from .rnn import Impl, RNNKind, State, VocabSize, _kind, _top_hidden, make_recurrent, run_recurrent
 
 __all__ = ["Seq2Seq", "Seq2SeqOutput", "Decoded", "Memory", "seq2seq"]
 
@@ -367,10 +367,10 @@ class Seq2Seq(nn.Module):
 @MODELS.register("seq2seq", tags=("text", "rnn", "attention", "method:seq2seq"),
                  help="RNN encoder-decoder, attention none/bahdanau/luong-* (course §6.1-6.3)")
 def seq2seq(
-    src_vocab: int = 32, tgt_vocab: int = 0, embed_dim: int = 64, hidden_size: int = 128,
-    num_layers: int = 1, kind: str = "lstm", bidirectional: bool = True,
-    attention: str = "bahdanau", attn_size: int = 0, dropout: float = 0.0,
-    padding_idx: int = 0, impl: str = "torch",
+    src_vocab: VocabSize = 32, tgt_vocab: NonNegInt = 0, embed_dim: PosInt = 64,
+    hidden_size: PosInt = 128, num_layers: PosInt = 1, kind: RNNKind = "lstm",
+    bidirectional: bool = True, attention: str = "bahdanau", attn_size: NonNegInt = 0,
+    dropout: Prob = 0.0, padding_idx: NonNegInt = 0, impl: Impl = "torch",
 ) -> nn.Module:
     """Seq2seq ``(src (B, S), src_lengths, tgt_in (B, T)) -> logits (B, T, tgt_vocab)``.
 
@@ -380,12 +380,5 @@ def seq2seq(
     luong-concat (6.8); ``attn_size``: d_a of bahdanau / luong-concat (0 = decoder size);
     ``impl``: torch or profond. Decoding: ``greedy_decode``, ``beam_search``.
     """
-    src_vocab = check_int("src_vocab", src_vocab, 2)
-    tgt_vocab = check_int("tgt_vocab", tgt_vocab, 0) or src_vocab
-    return Seq2Seq(
-        src_vocab, tgt_vocab, check_int("embed_dim", embed_dim),
-        check_int("hidden_size", hidden_size), check_int("num_layers", num_layers), kind,
-        check_bool("bidirectional", bidirectional), attention,
-        check_int("attn_size", attn_size, 0) or None, check_prob("dropout", dropout),
-        check_int("padding_idx", padding_idx, 0), impl,
-    )
+    return Seq2Seq(src_vocab, tgt_vocab or src_vocab, embed_dim, hidden_size, num_layers, kind,
+                   bidirectional, attention, attn_size or None, dropout, padding_idx, impl)

@@ -220,7 +220,7 @@ def resolve_weights(path: str | Path, net: str = "model") -> tuple[Path, str]:
     p = Path(path)
     if p.is_dir():
         if (p / "checkpoints").is_dir():
-            from ..train.checkpoint import CheckpointManager
+            from ..base.checkpoint import CheckpointManager
 
             mgr = CheckpointManager(p)
             found = mgr.best() or mgr.latest()

@@ -1,9 +1,8 @@
 """Image-to-image networks: the U-Net generator and PatchGAN discriminator of Pix2Pix, and a
 small SRGAN-style super-resolution generator.
 
-Course: ``/work/shared/course/004_782aa6af8ddb8f45.txt`` ("Pix2Pix: Architecture du
-Générateur (U-Net)", "PatchGAN", "Super-Résolution avec GANs / SRGAN") and
-``003_5fd00316ac58b774.txt`` ch. 8 (GANs). Papers: Isola et al. 2017 (Pix2Pix: U-Net with
+Course: course seed 004 ("Pix2Pix: Architecture du Générateur (U-Net)",
+"PatchGAN", "Super-Résolution avec GANs / SRGAN") and course ch. 8 (GANs). Papers: Isola et al. 2017 (Pix2Pix: U-Net with
 skip connections, 70×70 PatchGAN), Ronneberger et al. 2015 (U-Net), Ledig et al. 2017 (SRGAN:
 residual blocks at low resolution, sub-pixel (PixelShuffle) upsampling).
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base.coerce import check_choice
 from ..errors import ConfigError
 from ..registry import MODELS
 
@@ -47,17 +47,11 @@ SKIPS = ("all", "inner", "none")
 NORMS = ("batch", "instance")
 
 
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ConfigError(f"bad value for 'model.{name}': {value!r}. Valid values: {', '.join(valid)}.")
-    return value
-
-
 def skip_mode(skips: bool | str) -> str:
     """``True`` -> ``"all"``, ``False`` -> ``"none"``, else one of :data:`SKIPS`."""
     if isinstance(skips, bool):
         return "all" if skips else "none"
-    return _check_choice("skips", str(skips).lower(), SKIPS)
+    return check_choice(skips, SKIPS, "model.skips")
 
 
 class UNet(nn.Module):
@@ -86,7 +80,7 @@ class UNet(nn.Module):
         super().__init__()
         if depth < 1:
             raise ConfigError(f"unet depth={depth} must be >= 1.")
-        _check_choice("norm", norm, NORMS)
+        norm = check_choice(norm, NORMS, "model.norm")
         mode = skip_mode(skips)
         self.depth, self.mode = depth, mode
         #: per decoder stage (coarsest first): does it get the encoder's features

@@ -18,14 +18,15 @@ Fashion-MNIST 1×28×28 → 7×7 grid, scikit-learn digits 1×8×8 → 2×2, CIF
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base.coerce import NonNegInt, PosInt, Range
 from ..errors import ConfigError
-from ..nn.layers import check_bool, check_in_shape, check_int
+from ..nn.layers import InShape
 from ..registry import MODELS
 
 # ----------------------------------------------------------------------------------------
@@ -106,16 +107,8 @@ class VectorQuantizer(nn.Module):
     def __init__(self, num_codes: int = 512, code_dim: int = 64, beta: float = 0.25, ema: bool = True,
                  decay: float = 0.99, eps: float = 1e-5, restart_after: int = 100, seed: int = 0):
         super().__init__()
-        self.num_codes = check_int("num_codes", num_codes, 2)
-        self.code_dim = check_int("code_dim", code_dim, 1)
-        self.ema = check_bool("ema", ema)
-        self.restart_after = check_int("restart_after", restart_after, 0)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise ConfigError(f"beta={beta!r} must be a number >= 0 (the commitment weight, e.g. 0.25).")
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
-            raise ConfigError(f"decay={decay!r} must be in [0, 1) (the EMA decay of the codebook, e.g. 0.99).")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
-            raise ConfigError(f"eps={eps!r} must be a number > 0 (Laplace smoothing, e.g. 1e-5).")
+        self.num_codes, self.code_dim = int(num_codes), int(code_dim)
+        self.ema, self.restart_after = bool(ema), int(restart_after)
         self.beta, self.decay, self.eps = float(beta), float(decay), float(eps)
         #: seed of the dead-code restart draws (the vqvae method sets it to train.seed)
         self.seed = int(seed)
@@ -340,31 +333,21 @@ class VQVAE(nn.Module):
         return self.decoder(self.quantizer.lookup(indices))
 
 
-def _check_shape(in_shape: object) -> tuple[int, int, int]:
-    shape = check_in_shape(in_shape)
-    if shape[1] % 4 or shape[2] % 4:
-        raise ConfigError(
-            f"in_shape={list(shape)}: the VQ-VAE encoder halves the image twice, so its height and "
-            "width must be multiples of 4 (28x28 -> 7x7 code grid, 8x8 -> 2x2, 32x32 -> 8x8)."
-        )
-    return shape
-
-
 @MODELS.register("vqvae", help="VQ-VAE: conv encoder, K-code codebook (EMA, dead-code restart), "
                                "conv decoder (§9.7)", tags=("method:vqvae",))
 def vqvae(
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    num_classes: int = 10,
-    num_codes: int = 512,
-    code_dim: int = 64,
-    hidden: int = 64,
-    res_hidden: int = 32,
-    num_res: int = 2,
-    beta: float = 0.25,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: PosInt = 10,
+    num_codes: Annotated[int, Range(2)] = 512,
+    code_dim: PosInt = 64,
+    hidden: Annotated[int, Range(2)] = 64,
+    res_hidden: PosInt = 32,
+    num_res: NonNegInt = 2,
+    beta: Annotated[float, Range(0), "the commitment weight, e.g. 0.25"] = 0.25,
     ema: bool = True,
-    decay: float = 0.99,
-    eps: float = 1e-5,
-    restart_after: int = 100,
+    decay: Annotated[float, Range(0, 1, hi_open=True), "the EMA decay of the codebook, e.g. 0.99"] = 0.99,
+    eps: Annotated[float, Range(0, lo_open=True), "Laplace smoothing, e.g. 1e-5"] = 1e-5,
+    restart_after: NonNegInt = 100,
 ) -> VQVAE:
     """VQ-VAE of van den Oord et al. (2017), sized for CPU (course §9.7, exercise 9.5).
 
@@ -379,14 +362,14 @@ def vqvae(
     ``num_classes`` is accepted for the registry's uniform signature and ignored.
     Input height and width must be multiples of 4 (code grid ``H/4 × W/4``).
     """
-    shape = _check_shape(in_shape)
-    check_int("num_classes", num_classes, 1)
-    hidden = check_int("hidden", hidden, 2)
-    res_hidden = check_int("res_hidden", res_hidden, 1)
-    num_res = check_int("num_res", num_res, 0)
+    if in_shape[1] % 4 or in_shape[2] % 4:
+        raise ConfigError(
+            f"in_shape={list(in_shape)}: the VQ-VAE encoder halves the image twice, so its height "
+            "and width must be multiples of 4 (28x28 -> 7x7 code grid, 8x8 -> 2x2, 32x32 -> 8x8)."
+        )
     quantizer = VectorQuantizer(num_codes, code_dim, beta, ema, decay, eps, restart_after)
-    c = shape[0]
-    return VQVAE(shape, Encoder(c, hidden, res_hidden, num_res, code_dim), quantizer,
+    c = in_shape[0]
+    return VQVAE(in_shape, Encoder(c, hidden, res_hidden, num_res, code_dim), quantizer,
                  Decoder(c, hidden, res_hidden, num_res, code_dim))
 
 

@@ -1,5 +1,6 @@
 """Reusable layers: activations, norms, init schemes, conv blocks (see :mod:`.layers`),
-recurrent cells and layers of chapter 5 (see :mod:`.rnn`)."""
+recurrent cells and layers of chapter 5 (see :mod:`.rnn`), and the Bahdanau / Luong
+attention of chapter 6 (see :mod:`.attention`, imported from there)."""
 
 from .layers import (
     ACTIVATIONS,

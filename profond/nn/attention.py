@@ -1,6 +1,6 @@
 r"""Attention of chapter 6 (§6.1–6.3): Bahdanau (additive) and Luong (dot, general, concat).
 
-Equation numbers refer to ``/work/shared/course/003_5fd00316ac58b774.txt`` (chapter 6).
+Equation numbers are those of the course, chapter 6 (§6.1–6.4, eqs. 6.1–6.9).
 A decoder state ``s`` (the *query*) reads the encoder states ``h_1 … h_T`` (the *keys*,
 which are also the *values* unless other values are given)::
 

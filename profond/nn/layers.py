@@ -11,17 +11,26 @@ map each line to the course:
 * :func:`count_parameters` / :func:`parameter_table` — the parameter counts of §1.2.2.
 
 Bad names or values raise :class:`~profond.errors.ConfigError` naming the valid choices.
+The argument types of the model builders live here too: :data:`Activation`, :data:`Init`
+(``Literal`` choices) and :data:`InShape`, checked by the registry (:mod:`profond.base.coerce`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Annotated, Literal, get_args
 
 import torch
 from torch import nn
 
+from ..base.coerce import PosInt, Prob, Range, check_choice, coerce
 from ..errors import ConfigError
+
+#: ``in_shape`` of the image models
+InShape = Annotated[
+    tuple[PosInt, PosInt, PosInt], "channels, height, width, e.g. [1, 28, 28] or [3, 32, 32]"
+]
 
 # ----------------------------------------------------------------------------------------
 # activations (course §1.1)
@@ -30,6 +39,9 @@ from ..errors import ConfigError
 LEAKY_SLOPE = 0.01
 #: initial slope of ``prelu`` (He et al. 2015, PyTorch's default)
 PRELU_INIT = 0.25
+
+Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -40,28 +52,15 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "elu": nn.ELU,
     "gelu": nn.GELU,
 }
-ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
-
-
-def check_activation(name: str, arg: str = "activation") -> str:
-    """Return the canonical activation name (``"Leaky-ReLU"`` -> ``"leaky_relu"``).
-
-    Raises ConfigError naming ``arg`` and the valid names when ``name`` is unknown.
-    """
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in _ACTIVATIONS:
-        raise ConfigError(
-            f"{arg}={name!r} is not a known activation. Valid values: {', '.join(ACTIVATIONS)}."
-        )
-    return key
 
 
 def activation(name: str) -> nn.Module:
-    """A fresh activation module from its name: one of :data:`ACTIVATIONS`.
+    """A fresh activation module from its name: one of :data:`ACTIVATIONS` (``"Leaky-ReLU"``
+    is ``leaky_relu``).
 
     ``prelu`` has one learnable slope (initialised to 0.25); ``leaky_relu`` uses slope 0.01.
     """
-    return _ACTIVATIONS[check_activation(name)]()
+    return _ACTIVATIONS[check_choice(name, ACTIVATIONS, "activation")]()
 
 
 # ----------------------------------------------------------------------------------------
@@ -81,9 +80,7 @@ def norm_layer(name: str, channels: int, dims: int = 2, groups: int = 8) -> nn.M
     * ``group`` — GroupNorm with ``groups`` groups (or fewer when ``channels`` is small);
     * ``none`` — identity.
     """
-    key = str(name).strip().lower()
-    if key not in NORMS:
-        raise ConfigError(f"norm={name!r} is not a known norm. Valid values: {', '.join(NORMS)}.")
+    key = check_choice(name, NORMS, "norm")
     if dims not in (1, 2):
         raise ConfigError(f"norm dims must be 1 or 2, got {dims}.")
     if key == "none":
@@ -100,17 +97,8 @@ def norm_layer(name: str, channels: int, dims: int = 2, groups: int = 8) -> nn.M
 # weight initialisation (course §1.5)
 
 INITS: tuple[str, ...] = ("default", "xavier_uniform", "xavier_normal", "he")
-
-
-def check_init(scheme: str, arg: str = "init") -> str:
-    key = str(scheme).strip().lower().replace("-", "_")
-    if key == "kaiming":
-        key = "he"
-    if key not in INITS:
-        raise ConfigError(
-            f"{arg}={scheme!r} is not a known init scheme. Valid values: {', '.join(INITS)}."
-        )
-    return key
+#: an :data:`INITS` scheme, or ``kaiming``, another name of ``he``
+Init = Literal["default", "xavier_uniform", "xavier_normal", "he", "kaiming"]
 
 
 def init_weights(module: nn.Module, scheme: str = "default", activation: str = "relu") -> nn.Module:
@@ -126,8 +114,9 @@ def init_weights(module: nn.Module, scheme: str = "default", activation: str = "
     Explicit schemes set biases to zero. ``n_in`` counts ``in_channels/groups * k*k`` for
     convolutions, as PyTorch does. Returns ``module`` for chaining.
     """
-    scheme = check_init(scheme)
-    act = check_activation(activation)
+    scheme = check_choice(scheme, get_args(Init), "init")
+    scheme = "he" if scheme == "kaiming" else scheme
+    act = check_choice(activation, ACTIVATIONS, "activation")
     if scheme == "default":
         return module
     slope = {"leaky_relu": LEAKY_SLOPE, "prelu": PRELU_INIT}.get(act, 0.0)
@@ -257,58 +246,20 @@ def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
 
 
 # ----------------------------------------------------------------------------------------
-# argument checks shared by the model builders (values come from YAML / --set overrides)
+# argument checks in code (profond.metrics.features); a registered builder needs none of
+# them: the registry checks its arguments against its annotations (InShape, PosInt, ...)
 
 
 def check_in_shape(in_shape: object) -> tuple[int, int, int]:
     """``in_shape`` as a ``(C, H, W)`` tuple of positive ints, else ConfigError."""
-    try:
-        shape = tuple(in_shape)  # type: ignore[arg-type]
-    except TypeError:
-        shape = ()
-    if len(shape) != 3 or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
-    ):
-        raise ConfigError(
-            f"in_shape={in_shape!r} must be three positive integers (channels, height, width), "
-            "e.g. [1, 28, 28] or [3, 32, 32]."
-        )
-    return shape  # type: ignore[return-value]
+    return coerce(in_shape, InShape, "in_shape")
 
 
 def check_int(name: str, value: object, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``, else ConfigError naming ``name``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}.")
-    return value
-
-
-def check_int_list(name: str, values: object, minimum: int = 1) -> list[int]:
-    """A list of ints >= ``minimum`` (e.g. layer widths), else ConfigError naming ``name``."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise ConfigError(f"{name}={values!r} must be a list of integers >= {minimum}.")
-    out = list(values)  # type: ignore[call-overload]
-    for v in out:
-        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-            raise ConfigError(f"{name}={values!r} must be a list of integers >= {minimum}.")
-    return out
+    return coerce(value, Annotated[int, Range(minimum)], name)
 
 
 def check_prob(name: str, value: object) -> float:
     """A dropout probability in [0, 1), else ConfigError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"{name}={value!r} must be a probability in [0, 1).")
-    return float(value)
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``, else ConfigError listing them."""
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not valid. Valid values: {', '.join(choices)}.")
-    return value  # type: ignore[return-value]
-
-
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r} must be true or false.")
-    return value
+    return coerce(value, Prob, name)

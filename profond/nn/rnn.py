@@ -1,7 +1,7 @@
 r"""Recurrent cells and layers of chapter 5, written from the course's equations.
 
-Equation numbers refer to ``/work/shared/course/003_5fd00316ac58b774.txt`` (chapter 5, in
-French); the peephole LSTM is the form of the seed slides (``001_60f084d612ea0749.txt``).
+Equation numbers are those of the course, chapter 5 (§5.2, §5.5–5.7, eqs. 5.1–5.22, in French);
+the peephole LSTM is the form of the seed slides (course seed 001, "Formules du LSTM").
 
 Cells (one time step, every gate with its own named weights):
 
@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ..base.coerce import check_choice
 from ..errors import ConfigError
 
 __all__ = [
@@ -86,18 +87,11 @@ GATES: dict[str, tuple[str, ...]] = {"rnn": ("h",), "lstm": ("i", "f", "c", "o")
 State = Union[Tensor, tuple[Tensor, Tensor]]
 
 
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    key = str(value).strip().lower().replace("-", "_")
-    if key not in choices:
-        raise ConfigError(f"{name}={value!r} is not valid. Valid values: {', '.join(choices)}.")
-    return key
-
-
 def _bias_mode(bias: bool | str) -> str:
     """``True`` → ``"two"`` (PyTorch), ``False`` → ``"none"``, or one of :data:`BIASES`."""
     if isinstance(bias, bool):
         return "two" if bias else "none"
-    return _choice("bias", bias, BIASES)
+    return check_choice(bias, BIASES, "bias")
 
 
 def _peephole_mode(peephole: bool | str | None) -> str:
@@ -106,7 +100,7 @@ def _peephole_mode(peephole: bool | str | None) -> str:
         return "none"
     if peephole is True:
         return "full"
-    return _choice("peephole", peephole, PEEPHOLES)
+    return check_choice(peephole, PEEPHOLES, "peephole")
 
 
 # ----------------------------------------------------------------------------------------
@@ -162,7 +156,7 @@ class _Cell(nn.Module):
         * ``normal`` — ``N(0, hh_gain² / d_h)``: ``σ_max ≈ 2 hh_gain`` for large ``d_h``;
         * ``identity`` — ``hh_gain · I`` (IRNN, Le et al. 2015, with ReLU).
         """
-        scheme = _choice("hh_init", hh_init, HH_INITS)
+        scheme = check_choice(hh_init, HH_INITS, "hh_init")
         k = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -k, k)
@@ -170,7 +164,7 @@ class _Cell(nn.Module):
 
     def init_recurrent_weights(self, scheme: str = "orthogonal", gain: float = 1.0) -> None:
         """Re-initialise every ``W_h{g}`` in place (see :meth:`reset_parameters`)."""
-        scheme = _choice("hh_init", scheme, HH_INITS)
+        scheme = check_choice(scheme, HH_INITS, "hh_init")
         if scheme == "default":
             return
         with torch.no_grad():
@@ -250,7 +244,7 @@ class RNNCell(_Cell):
         nonlinearity: str = "tanh",
     ) -> None:
         super().__init__(input_size, hidden_size, bias)
-        self.nonlinearity = _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.nonlinearity = check_choice(nonlinearity, ("tanh", "relu"), "nonlinearity")
         self._phi = torch.tanh if self.nonlinearity == "tanh" else torch.relu
         self.reset_parameters()
 
@@ -355,7 +349,7 @@ class GRUCell(_Cell):
     ) -> None:
         super().__init__(input_size, hidden_size, bias)
         self.reset_after = bool(reset_after)
-        self.convention = _choice("convention", convention, GRU_CONVENTIONS)
+        self.convention = check_choice(convention, GRU_CONVENTIONS, "convention")
         self.reset_parameters()
 
     def step(
@@ -395,7 +389,7 @@ _CELLS: dict[str, type[_Cell]] = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCe
 def make_cell(kind: str, input_size: int, hidden_size: int, bias: bool | str = True,
               **kwargs: object) -> _Cell:
     """A cell by kind (``rnn``, ``lstm``, ``gru``); ``kwargs`` go to its constructor."""
-    return _CELLS[_choice("kind", kind, KINDS)](input_size, hidden_size, bias, **kwargs)
+    return _CELLS[check_choice(kind, KINDS, "kind")](input_size, hidden_size, bias, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------
@@ -454,7 +448,7 @@ class Recurrent(nn.Module):
         **cell_kwargs: object,
     ) -> None:
         super().__init__()
-        self.kind = _choice("kind", kind, KINDS)
+        self.kind = check_choice(kind, KINDS, "kind")
         if num_layers < 1:
             raise ConfigError(f"num_layers={num_layers} must be >= 1.")
         if not 0.0 <= dropout < 1.0:
@@ -667,7 +661,7 @@ def param_count(
     ``d_in = D d_h``; a bidirectional layer has ``D = 2`` cells. The peephole LSTM adds
     ``3 d_h²`` (``full``) or ``3 d_h`` (``diagonal``) per cell.
     """
-    kind = _choice("kind", kind, KINDS)
+    kind = check_choice(kind, KINDS, "kind")
     g = len(GATES[kind])
     b = (2 if two_biases else 1) if bias else 0
     peep = _peephole_mode(peephole)

@@ -1,8 +1,7 @@
 """Normalisation and dropout layers with their backward pass written by hand.
 
 Each layer is a :class:`torch.autograd.Function` whose ``backward`` applies the
-closed-form gradient of the course (``/work/shared/course/003_5fd00316ac58b774.txt``,
-in French) with plain tensor arithmetic — autograd is never used inside a backward —
+closed-form gradient of the course (§3.4–3.6, in French) with plain tensor arithmetic — autograd is never used inside a backward —
 plus a thin :class:`torch.nn.Module` that owns the parameters and buffers.
 
 * §3.5 Batch Normalization, forward eqs. (3.11)–(3.14), backward (3.15)–(3.20)

@@ -2,8 +2,7 @@
 
 Every class here is a :class:`torch.optim.Optimizer` subclass, so ``zero_grad``,
 ``state_dict`` and ``load_state_dict`` come for free; only ``step`` is ours, and it
-spells out the rule of the course (``/work/shared/course/003_5fd00316ac58b774.txt``,
-in French) with plain tensor arithmetic — no ``torch.optim`` functional helper.
+spells out the rule of the course (chapters 2, 3 and 11, in French) with plain tensor arithmetic — no ``torch.optim`` functional helper.
 
 Course map
 ----------

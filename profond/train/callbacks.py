@@ -1,65 +1,15 @@
-"""Training-loop callbacks, and early stopping (course §3.8).
-
-A callback is an object with four hooks, all optional (the base class does nothing):
-
-* ``on_train_start(loop)``               -- before the first step (also after a resume);
-* ``on_step_end(loop, step, metrics)``   -- after each optimizer step, ``metrics`` being the
-  step's scalar values (``{"loss": 0.31, ...}``);
-* ``on_eval_end(loop, epoch, metrics)``  -- at the end of each epoch, with the epoch's row
-  (``train_*`` averages, ``val_*`` metrics when the model was evaluated, ``lr`` ...);
-* ``on_train_end(loop)``                 -- once training is over, whatever the reason.
-
-``loop`` is the running trainer. A callback stops training by setting
-``loop.should_stop = True``; the loop finishes the current epoch and stops.
+"""Early stopping (course §3.8), the loop's built-in callback. The callback hooks are
+declared by :class:`profond.contract.Callback`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from ..base.checkpoint import is_improvement, resolve_mode
 from ..config import EarlyStopConfig
+from ..contract import Callback
 from ..errors import ConfigError
-
-#: substrings of metric names for which larger is better (``mode: auto``)
-HIGHER_IS_BETTER = ("acc", "f1", "auc", "psnr", "ssim", "iou", "dice", "bleu", "precision", "recall")
-
-
-def resolve_mode(monitor: str, mode: str) -> str:
-    """``"min"`` or ``"max"``: ``mode`` itself, or for ``"auto"`` guessed from the metric name
-    (``max`` for accuracy-like names: acc, f1, auc, psnr, ssim, iou, dice, bleu, precision,
-    recall; ``min`` otherwise, e.g. losses, perplexity, FID)."""
-    if mode in ("min", "max"):
-        return mode
-    if mode != "auto":
-        raise ConfigError(f"bad mode {mode!r} for monitored metric {monitor!r}. Valid values: auto, min, max.")
-    name = monitor.lower()
-    return "max" if any(s in name for s in HIGHER_IS_BETTER) else "min"
-
-
-def is_improvement(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    """Whether ``value`` beats ``best`` by more than ``min_delta`` (NaN never improves)."""
-    if math.isnan(value):
-        return False
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
-
-
-class Callback:
-    """Base class of training callbacks: override the hooks you need."""
-
-    def on_train_start(self, loop: Any) -> None:
-        pass
-
-    def on_step_end(self, loop: Any, step: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def on_eval_end(self, loop: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        pass
-
-    def on_train_end(self, loop: Any) -> None:
-        pass
 
 
 class EarlyStopping(Callback):

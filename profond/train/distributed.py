@@ -10,33 +10,12 @@ same global batch (up to float summation order). Only rank 0 logs and checkpoint
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
+from ..base.device import env_world, resolve_device
 
-def env_world() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment (1 process if unset)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return rank, world, local
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    from ..errors import ConfigError
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda but no CUDA device is available; use --device cpu.")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device=mps but MPS is not available; use --device cpu.")
-    return torch.device(name)
+__all__ = ["barrier", "broadcast_flag", "env_world", "init", "resolve_device", "shutdown"]
 
 
 def init(device: torch.device) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .io import atomic_write_text
+from ..base.io import atomic_write_text
 
 
 def fmt(v: Any) -> str:
@@ -23,6 +23,35 @@ def fmt(v: Any) -> str:
             return f"{v:.3e}"
         return f"{v:.4f}"
     return str(v)
+
+
+class MetricAccumulator:
+    """Running means of the step metrics, per key.
+
+    A metric a method logs on some steps only (e.g. a GAN's class-histogram monitor every
+    25th step, or the generator's gradient norm every ``n_critic``-th step) is averaged over
+    the steps that logged it. The loop keeps two: one per epoch (the ``train_*`` columns of
+    metrics.csv, saved in checkpoints so that a resumed epoch averages exactly) and one per
+    ``train.log_every`` window (TensorBoard).
+    """
+
+    def __init__(self, sums: dict[str, float] | None = None, counts: dict[str, int] | None = None):
+        self.sums: dict[str, float] = dict(sums or {})
+        self.counts: dict[str, int] = dict(counts or {})
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{k}": v / max(self.counts.get(k, 1), 1) for k, v in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums, self.counts = {}, {}
+
+    def __bool__(self) -> bool:
+        return bool(self.sums)
 
 
 class MetricsCSV:

@@ -1,6 +1,6 @@
 """The one training loop of profond.
 
-Every family plugs in through a :class:`~profond.methods.base.Method`; this module owns
+Every family plugs in through a :class:`~profond.contract.Method`; this module owns
 everything around its ``train_step``: devices and seeds, precision (bf16 autocast on CPU
 and CUDA, fp16 + GradScaler on CUDA), channels_last, ``torch.compile``, gradient clipping
 by norm, LR schedules stepped per optimizer step, EMA of weights, evaluation, early
@@ -34,16 +34,17 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..base.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from ..base.device import env_world, resolve_device
+from ..base.io import atomic_write_json
 from ..config import RunConfig, resolve_method
+from ..contract import Callback, Env, Method
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from ..methods.base import Env, Method
 from ..registry import METHODS
 from . import distributed as dist_utils
-from .callbacks import Callback, EarlyStopping
-from .checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from .callbacks import EarlyStopping
 from .ema import EMA
-from .io import atomic_write_json
-from .logging import Console_, MetricsCSV, TensorBoard, fmt
+from .logging import Console_, MetricAccumulator, MetricsCSV, TensorBoard, fmt
 from .optim import build_optimizer, optimizer_cfg_for
 from .schedules import build_scheduler
 
@@ -72,11 +73,12 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-class StepContext:
-    """Handed to ``Method.train_step``/``evaluate``: the loop's services for one step."""
+class LoopContext:
+    """The loop's :class:`~profond.contract.StepContext`: its services for one step."""
 
     def __init__(self, trainer: Trainer):
         self._t = trainer
+        #: gradient norms measured by :meth:`optimize` during the current step (reset by the loop)
         self.grad_norms: dict[str, float] = {}
 
     @property
@@ -98,8 +100,10 @@ class StepContext:
     def autocast(self) -> contextlib.AbstractContextManager:
         return self._t.autocast()
 
-    def optimize(self, loss: torch.Tensor, name: str = "model") -> None:
-        """Backward ``loss`` and step optimizer ``name`` (scaling, clipping, NaN guard)."""
+    def optimize(self, loss: torch.Tensor, name: str = "model") -> float | None:
+        """Backward ``loss`` and step optimizer ``name`` (scaling, clipping, NaN guard); returns
+        the gradient norm before clipping when it is measured (clipping on, or ``name`` in the
+        method's ``track_grad_norm``), else ``None``."""
         t = self._t
         if name not in t.optimizers:
             raise ConfigError(f"method asked for optimizer {name!r}; it has {sorted(t.optimizers)}.")
@@ -116,49 +120,48 @@ class StepContext:
         else:
             loss.backward()
         clip = t.cfg.train.clip_grad_norm
-        if clip is not None:
+        norm = None
+        if clip is not None or name in t.method.track_grad_norm:
             if t.scaler is not None:
                 t.scaler.unscale_(opt)
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            self.grad_norms[name] = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            max_norm = clip if clip is not None else float("inf")
+            norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+            self.grad_norms[name] = norm
         if t.scaler is not None:
             t.scaler.step(opt)
             t.scaler.update()
         else:
             opt.step()
+        return norm
 
 
 class Trainer:
+    """One run: builds the method, optimizers, schedules, EMA and checkpoints from ``cfg``,
+    then :meth:`fit` trains it. :meth:`for_evaluation` rebuilds a saved run without
+    optimizers or training data (``profond eval`` / ``sample`` / ...)."""
+
     def __init__(self, cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
                  callbacks: Sequence[Callback] = ()):
-        self.cfg = cfg
-        self.t_start = time.perf_counter()
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        rank, world, local = dist_utils.env_world()
-        device = dist_utils.resolve_device(tc.device, local)
+        rank, world, local = env_world()
+        device = resolve_device(tc.device, local)
         rank, world = dist_utils.init(device)
-        self.env = Env(device=device, rank=rank, world_size=world, seed=tc.seed)
         if tc.precision == "fp16" and device.type != "cuda":
             raise ConfigError("train.precision=fp16 needs CUDA (GradScaler); on CPU use bf16 or fp32.")
-        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-        if not resume and (self.run_dir / "checkpoints").exists() and self.env.is_main:
+        env = Env(device=device, rank=rank, world_size=world, seed=tc.seed)
+        run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+        if not resume and (run_dir / "checkpoints").exists() and env.is_main:
             raise ConfigError(
-                f"run folder {str(self.run_dir)!r} already holds a run; resume it with "
-                f"--resume {self.run_dir} or choose another --name/--out."
+                f"run folder {str(run_dir)!r} already holds a run; resume it with "
+                f"--resume {run_dir} or choose another --name/--out."
             )
-        self.console = Console_(quiet=tc.quiet, enabled=self.env.is_main)
-
-        seed_everything(tc.seed)
-        resolve_method(cfg)
-        self.method: Method = METHODS.get(cfg.method.name)(cfg, self.env)
-        if self.method.train_data is None:
-            raise ConfigError(f"method {cfg.method.name!r} built no training data.")
+        self._build(cfg, env, run_dir, with_data=True)
         m = self.method
-        place_nets(m, device, tc.channels_last)
-        self.param_counts = {name: count_params(net) for name, net in m.raw_nets.items()}
-
+        if m.train_data is None:
+            raise ConfigError(f"method {cfg.method.name!r} built no training data.")
         self.optimizers = {
             name: build_optimizer(optimizer_cfg_for(cfg.optim, name) if name != "model" else cfg.optim, params)
             for name, params in m.optimizer_params().items()
@@ -171,34 +174,53 @@ class Trainer:
             for name, opt in self.optimizers.items()
         }
         self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
-        self.emas = build_emas(m, tc.ema_decay)
         self._wrap_nets()
 
         self.callbacks: list[Callback] = (list(callbacks) + fault_injection_from_env()
-                                          + (self.method.callbacks() if self.env.is_main else []))
+                                          + (m.callbacks() if env.is_main else []))
         self.early = EarlyStopping(tc.early_stop) if tc.early_stop.patience is not None else None
         if self.early:
             self.callbacks.append(self.early)
         monitor, mode = m.monitor
         self.ckpt = CheckpointManager(self.run_dir, keep_last=tc.keep_last, monitor=monitor, mode=mode)
-        self.ctx = StepContext(self)
 
-        self.step = 0
-        self.epoch = 0
         self.start_batch = 0
         self.should_stop = False
         self.last_checkpoint: Path | None = None
-        self.acc_sums: dict[str, float] = {}
-        self.acc_count = 0
-        #: steps that reported each metric: a metric a method logs every k-th step only
-        #: (e.g. a GAN's class-histogram monitor) is averaged over the steps that logged it
-        self.acc_ns: dict[str, int] = {}
+        #: running means of this epoch's step metrics (saved in checkpoints: exact resume)
+        self.epoch_metrics = MetricAccumulator()
         self.elapsed_before = 0.0
         self.samples_seen = 0
         self.history: list[dict[str, Any]] = []
         self._interrupt = False
         if resume:
             self._restore()
+
+    def _build(self, cfg: RunConfig, env: Env, run_dir: Path, *, with_data: bool) -> None:
+        """What training and evaluation share: the method and its nets on the device, EMA shadows."""
+        self.cfg, self.env, self.run_dir = cfg, env, run_dir
+        self.t_start = time.perf_counter()
+        self.console = Console_(quiet=cfg.train.quiet, enabled=env.is_main)
+        seed_everything(cfg.train.seed)
+        resolve_method(cfg)
+        self.method: Method = METHODS.get(cfg.method.name)(cfg, env, with_data=with_data)
+        place_nets(self.method, env.device, cfg.train.channels_last)
+        self.param_counts = {name: count_params(net) for name, net in self.method.raw_nets.items()}
+        self.emas = build_emas(self.method, cfg.train.ema_decay)
+        self.ctx = LoopContext(self)
+        self.step = 0
+        self.epoch = 0
+
+    @classmethod
+    def for_evaluation(cls, cfg: RunConfig, run_dir: Path) -> Trainer:
+        """A trainer of the saved run in ``run_dir`` without optimizers or data loaders: the
+        method is built with ``with_data=False``; load weights with :func:`load_run`."""
+        self = cls.__new__(cls)
+        device = resolve_device(cfg.train.device)
+        self._build(cfg, Env(device=device, seed=cfg.train.seed), Path(run_dir), with_data=False)
+        self.optimizers, self.schedulers, self.scaler = {}, {}, None
+        self.ckpt = CheckpointManager(self.run_dir, keep_last=cfg.train.keep_last)
+        return self
 
     # -- set-up helpers ----------------------------------------------------------------------
     def _wrap_nets(self) -> None:
@@ -234,8 +256,9 @@ class Trainer:
         set_rng_state({k[4:]: v for k, v in extra.items() if k.startswith("rng.")}, meta["loop"]["rng"])
         loop = meta["loop"]
         self.step, self.epoch, self.start_batch = loop["step"], loop["epoch"], loop["batch"]
-        self.acc_sums, self.acc_count = loop["acc_sums"], loop["acc_count"]
-        self.acc_ns = dict(loop.get("acc_ns", {}))
+        sums = loop["acc_sums"]
+        counts = loop.get("acc_ns") or {k: loop["acc_count"] for k in sums}  # older checkpoints
+        self.epoch_metrics = MetricAccumulator(sums, counts)
         self.method.load_state_dict(loop.get("method_state", {}))
         self.elapsed_before = loop["elapsed"]
         self.samples_seen = loop["samples_seen"]
@@ -247,18 +270,20 @@ class Trainer:
         self.console.print(f"resumed from {path} (epoch {self.epoch + 1}, step {self.step})")
 
     # -- checkpoints -------------------------------------------------------------------------
-    def save(self, batch: int, metrics: dict[str, Any] | None = None) -> None:
+    def save(self, *, epoch: int, batch: int, metrics: dict[str, Any] | None = None) -> None:
+        """Checkpoint the run; a resume continues at batch ``batch`` of epoch ``epoch``."""
         if not self.env.is_main:
             return
         rng_t, rng_meta = rng_state()
         extra = {f"rng.{k}": v for k, v in rng_t.items()}
         for name, ema in self.emas.items():
             extra.update({f"ema.{name}.{k}": v for k, v in ema.state_dict().items()})
+        acc = self.epoch_metrics
         loop = {
-            "step": self.step, "epoch": self.epoch, "batch": batch, "rng": rng_meta,
-            "acc_sums": self.acc_sums, "acc_count": self.acc_count, "acc_ns": self.acc_ns,
+            "step": self.step, "epoch": epoch, "batch": batch, "rng": rng_meta,
+            "acc_sums": acc.sums, "acc_count": max(acc.counts.values(), default=0), "acc_ns": acc.counts,
             "method_state": self.method.state_dict(),
-            "elapsed": self.elapsed_before + (time.perf_counter() - self.t_train),
+            "elapsed": self.elapsed(),
             "samples_seen": self.samples_seen,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "early_stop": self.early.state_dict() if self.early else None,
@@ -291,6 +316,7 @@ class Trainer:
                 if self._interrupt:
                     status = "interrupted"
                     break
+                self._end_epoch()
                 if self.should_stop and self.early and self.early.stopped_epoch is not None:
                     status = "early_stopped"
                 self.epoch += 1
@@ -321,58 +347,62 @@ class Trainer:
             c.print("  [yellow]note: this CPU has no native bf16 (no avx512_bf16/amx_bf16): bf16 autocast "
                     "emulates it and is usually slower than fp32 here.[/yellow]")
 
+    def _train_step(self, batch: Any) -> dict[str, float]:
+        """One call of the method's ``train_step``, then schedules, EMA and the step counter;
+        returns the step's scalar metrics (with the gradient norms the loop measured)."""
+        m = self.method
+        self.ctx.grad_norms = {}
+        with self.autocast():
+            out = m.train_step(batch, self.ctx)
+        for sched in self.schedulers.values():
+            sched.step()
+        for name, ema in self.emas.items():
+            ema.update(m.raw_nets[name])
+        self.step += 1
+        vals = {k: float(v) for k, v in out.items()}
+        for k, v in self.ctx.grad_norms.items():
+            vals.setdefault(f"grad_norm_{k}", v)
+        return vals
+
     def _train_epoch(self) -> None:
+        """The steps of one epoch (from ``start_batch`` on a resume); step-level logging,
+        mid-epoch checkpoints, Ctrl-C and ``max_steps``."""
         tc, m, env = self.cfg.train, self.method, self.env
-        data = m.train_data
         if self.start_batch == 0:
-            self.acc_sums, self.acc_count, self.acc_ns = {}, 0, {}
+            self.epoch_metrics.reset()
+        window = MetricAccumulator()
         m.train()
         self.console.start_epoch(self.epoch, tc.epochs, self.steps_per_epoch, self.start_batch)
-        window: dict[str, float] = {}
-        window_ns: dict[str, int] = {}
-        batch_idx = self.start_batch
-        for batch_idx, batch in enumerate(data.batches(self.epoch, start=self.start_batch), start=self.start_batch):
-            with self.autocast():
-                out = m.train_step(batch, self.ctx)
-            for sched in self.schedulers.values():
-                sched.step()
-            for name, ema in self.emas.items():
-                ema.update(m.raw_nets[name])
-            self.step += 1
+        for batch_idx, batch in enumerate(m.train_data.batches(self.epoch, start=self.start_batch),
+                                          start=self.start_batch):
+            vals = self._train_step(batch)
             n = batch_size_of(batch) * env.world_size
             self.samples_seen += n
-            vals = {k: float(v) for k, v in out.items()}
-            vals.update({f"grad_norm_{k}": v for k, v in self.ctx.grad_norms.items()})
-            for k, v in vals.items():
-                self.acc_sums[k] = self.acc_sums.get(k, 0.0) + v
-                self.acc_ns[k] = self.acc_ns.get(k, 0) + 1
-                window[k] = window.get(k, 0.0) + v
-                window_ns[k] = window_ns.get(k, 0) + 1
-            self.acc_count += 1
+            self.epoch_metrics.add(vals)
+            window.add(vals)
             if self.step % tc.log_every == 0 and env.is_main:
-                avg = {f"train_{k}": v / window_ns[k] for k, v in window.items()}
-                avg["lr"] = self.lr()
-                self.tb.scalars(avg, self.step)
-                window, window_ns = {}, {}
+                self.tb.scalars({**window.means("train_"), "lr": self.lr()}, self.step)
+                window.reset()
             self.console.advance(n, {k: v for k, v in vals.items() if k in ("loss", "accuracy")})
             for cb in self.callbacks:
                 cb.on_step_end(self, self.step, vals)
             last_in_epoch = batch_idx + 1 == self.steps_per_epoch
             hit_max = tc.max_steps is not None and self.step >= tc.max_steps
-            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and not last_in_epoch and not hit_max:
-                self.save(batch_idx + 1)
-            if self._interrupt:
-                self.console.end_epoch()
-                self.save(batch_idx + 1)
-                return
-            if hit_max:
+            if self._interrupt or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0
+                                   and not last_in_epoch and not hit_max):
+                self.save(epoch=self.epoch, batch=batch_idx + 1)
+            if self._interrupt or hit_max:
                 break
         self.console.end_epoch()
+
+    def _end_epoch(self) -> None:
+        """Evaluate, log the epoch's row (metrics.csv, TensorBoard, console), run the
+        callbacks and checkpoint at the start of the next epoch."""
+        tc, m, env = self.cfg.train, self.method, self.env
         throughput = self.console.throughput()
-        # -- end of epoch: evaluate, log, checkpoint
         row: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step,
                                "time": round(self.elapsed(), 2), "lr": self.lr()}
-        row.update({f"train_{k}": v / max(self.acc_ns.get(k, self.acc_count), 1) for k, v in self.acc_sums.items()})
+        row.update(self.epoch_metrics.means("train_"))
         if m.val_data is not None and (self.epoch + 1) % tc.eval_every == 0:
             row.update({f"val_{k}": v for k, v in self.evaluate(m.val_data).items()
                         if isinstance(v, (int, float))})
@@ -389,16 +419,12 @@ class Trainer:
                 + " ".join(f"{k} {fmt(v)}" for k, v in row.items() if k.startswith(("train_loss", "train_acc", "val_")))
                 + f"  {throughput:,.0f} samples/s  {row['time']:.1f}s"
             )
-        self.epoch_done_metrics = row
-        # checkpoint position: the next epoch, batch 0
-        self.epoch += 1
-        try:
-            self.save(0, metrics=row)
-        finally:
-            self.epoch -= 1
+        self.save(epoch=self.epoch + 1, batch=0, metrics=row)
 
     def elapsed(self) -> float:
-        return self.elapsed_before + (time.perf_counter() - self.t_train)
+        """Training seconds so far, across resumes (0 before :meth:`fit` starts the clock)."""
+        started = getattr(self, "t_train", None)
+        return self.elapsed_before + (time.perf_counter() - started if started is not None else 0.0)
 
     def lr(self) -> float:
         opt = next(iter(self.optimizers.values()))
@@ -412,11 +438,16 @@ class Trainer:
             yield
 
     def evaluate(self, data: Any, **kw: Any) -> dict[str, Any]:
+        """``method.evaluate`` in eval mode on the EMA weights (when kept); the nets' modes
+        are restored afterwards."""
+        modes = {name: net.training for name, net in self.method.nets.items()}
         self.method.eval()
-        with self.ema_weights():
-            out = self.method.evaluate(data, self.ctx, **kw)
-        self.method.train()
-        return out
+        try:
+            with self.ema_weights():
+                return self.method.evaluate(data, self.ctx, **kw)
+        finally:
+            for name, net in self.method.nets.items():
+                net.train(modes.get(name, True))
 
     def _install_sigint(self) -> Any:
         if not self.env.is_main or not _in_main_thread():
@@ -441,7 +472,7 @@ class Trainer:
             if test is not None:
                 final.update({f"test_{k}": v for k, v in self.evaluate(test).items()
                               if isinstance(v, (int, float))})
-        train_time = self.elapsed() if hasattr(self, "t_train") else 0.0
+        train_time = self.elapsed()
         summary = {
             "status": status,
             "run_dir": str(self.run_dir),
@@ -449,7 +480,7 @@ class Trainer:
             "method": self.cfg.method.name,
             "recipe": self.cfg.recipe,
             **m.describe(),
-            "epochs_completed": self.epoch if status != "interrupted" else self.epoch,
+            "epochs_completed": self.epoch,
             "steps": self.step,
             "final": final,
             "train_time_s": round(train_time, 3),
@@ -592,59 +623,27 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, resume: bool = F
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "auto") -> tuple[Method, Trainer]:
-    """Rebuild a finished run's method with trained weights (for eval / sample)."""
-    from ..config import RunConfig as _RC
-
+    """Rebuild a finished run's method with trained weights (for eval / sample); EMA weights,
+    when the run kept them, replace the raw ones, as training evaluated them."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{str(run_dir)!r} is not a run folder (no config.yaml); pass a folder made by `profond train`.")
-    cfg = _RC.load(run_dir / "config.yaml")
+    cfg = RunConfig.load(run_dir / "config.yaml")
     cfg.train.device = device
     cfg.train.quiet = True
-    trainer = _EvalTrainer(cfg, run_dir)
+    trainer = Trainer.for_evaluation(cfg, run_dir)
     path = trainer.ckpt.best() if checkpoint == "best" else trainer.ckpt.latest()
     if path is None:
         raise CheckpointError(f"no {checkpoint} checkpoint in {run_dir / 'checkpoints'}; did the run save one?")
     meta = load_checkpoint(path, nets=trainer.method.raw_nets, optimizers={}, schedulers={},
                            map_location=trainer.env.device)
     load_emas(trainer.emas, meta.get("extra_state", {}))
-    for name, ema in trainer.emas.items():  # evaluate EMA weights, as training did
+    for name, ema in trainer.emas.items():
         ema.copy_to(trainer.method.raw_nets[name])
+    trainer.emas = {}  # the nets now hold the EMA weights: nothing left to swap in
     trainer.checkpoint_path = path
-    attach = getattr(trainer.method, "attach_run", None)
-    if attach is not None:  # e.g. a text method reloads the tokenizer saved with the run
-        attach(run_dir)
+    trainer.method.attach_run(run_dir)
     return trainer.method, trainer
 
 
-class _EvalTrainer(Trainer):
-    """A Trainer without optimizers or data loaders, for evaluation of a saved run."""
-
-    def __init__(self, cfg: RunConfig, run_dir: Path):
-        self.cfg = cfg
-        self.t_start = time.perf_counter()
-        device = dist_utils.resolve_device(cfg.train.device)
-        self.env = Env(device=device, seed=cfg.train.seed)
-        self.run_dir = run_dir
-        self.console = Console_(quiet=True)
-        seed_everything(cfg.train.seed)
-        resolve_method(cfg)
-        cls = METHODS.get(cfg.method.name)
-        try:
-            self.method = cls(cfg, self.env, with_data=False)
-        except TypeError:
-            self.method = cls(cfg, self.env)
-        place_nets(self.method, device, cfg.train.channels_last)
-        self.optimizers, self.schedulers, self.scaler = {}, {}, None
-        self.emas = build_emas(self.method, cfg.train.ema_decay)
-        self.ckpt = CheckpointManager(run_dir, keep_last=cfg.train.keep_last)
-        self.ctx = StepContext(self)
-        self.step = self.epoch = 0
-        self.param_counts = {n: count_params(net) for n, net in self.method.raw_nets.items()}
-
-    def evaluate(self, data: Any, **kw: Any) -> dict[str, Any]:
-        self.method.eval()
-        return self.method.evaluate(data, self.ctx, **kw)
-
-
-__all__ = ["train", "Trainer", "RunResult", "StepContext", "load_run", "seed_everything"]
+__all__ = ["train", "Trainer", "RunResult", "LoopContext", "load_run", "seed_everything"]

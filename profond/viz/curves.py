@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save atomically (temp file + rename) and close the figure."""
-    from ..train.io import atomic_write
+    from ..base.io import atomic_write
 
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120,

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..train.io import atomic_write  # noqa: E402
+from ..base.io import atomic_write  # noqa: E402
 from .curves import save_figure  # noqa: E402
 
 #: height in pixels of the title band drawn above a grid

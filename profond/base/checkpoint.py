@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -64,6 +65,31 @@ META_FILE = "meta.json"
 TENSOR_FILES = (MODEL_FILE, OPTIM_FILE, EXTRA_FILE)
 TMP_PREFIX = ".tmp-"
 STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+#: substrings of metric names for which larger is better (``mode: auto``)
+HIGHER_IS_BETTER = ("acc", "f1", "auc", "psnr", "ssim", "iou", "dice", "bleu", "precision", "recall")
+
+
+def resolve_mode(monitor: str, mode: str) -> str:
+    """``"min"`` or ``"max"``: ``mode`` itself, or for ``"auto"`` guessed from the metric name
+    (``max`` for accuracy-like names: acc, f1, auc, psnr, ssim, iou, dice, bleu, precision,
+    recall; ``min`` otherwise, e.g. losses, perplexity, FID)."""
+    if mode in ("min", "max"):
+        return mode
+    if mode != "auto":
+        raise ConfigError(f"bad mode {mode!r} for monitored metric {monitor!r}. Valid values: auto, min, max.")
+    name = monitor.lower()
+    return "max" if any(s in name for s in HIGHER_IS_BETTER) else "min"
+
+
+def is_improvement(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` beats ``best`` by more than ``min_delta`` (NaN never improves)."""
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -448,8 +474,6 @@ class CheckpointManager:
     """
 
     def __init__(self, run_dir: Path, keep_last: int = 2, monitor: str | None = None, mode: str = "min"):
-        from .callbacks import resolve_mode
-
         if keep_last < 1:
             raise ConfigError(f"bad value for 'train.keep_last': {keep_last!r}; keep at least 1 checkpoint.")
         self.run_dir = Path(run_dir)
@@ -523,8 +547,6 @@ class CheckpointManager:
                                  extra_state=extra_state, meta={**meta, "step": int(step)}, metrics=metrics)
         atomic_write_json(self.dir / "latest.json", {"path": name, "step": int(step)})
         if self.monitor and metrics is not None and self.monitor in metrics:
-            from .callbacks import is_improvement
-
             value = float(metrics[self.monitor])
             if is_improvement(value, self.best_value(), self.mode):
                 self._set_best(folder)

@@ -1,0 +1,136 @@
+"""``profond eval``: a trained run on its test set; the sample metrics of a run that samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ProfondError
+from ..methods.capabilities import Reconstructs, SamplesImages, TranslatesImages, supports
+from .common import (
+    CheckpointOpt,
+    DataDirOpt,
+    DeviceOpt,
+    app,
+    err,
+    examples,
+    jsonable,
+    load_method,
+    out,
+    show,
+    user_errors,
+    write_json_or_table,
+)
+
+FEATURES = ("fmnist", "inception")
+
+
+def draw_samples(method: Any, n: int, *, seed: int, batch_size: int, show_progress: bool,
+                 labels: Any = None) -> Any:
+    """``n`` samples in batches (seed ``seed`` for the first batch, a distinct one per batch), with
+    a progress bar on stderr."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    chunks = []
+    with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True, disable=not show_progress) as bar:
+        task = bar.add_task("sampling", total=n)
+        for k, i in enumerate(range(0, n, batch_size)):
+            b = min(batch_size, n - i)
+            lab = None if labels is None else labels[i: i + b]
+            chunks.append(method.sample(b, seed=seed if k == 0 else seed * 1_000_003 + k, labels=lab).cpu())
+            bar.advance(task, b)
+    return torch.cat(chunks)
+
+
+def sample_metrics(method: Any, n: int, *, features: str, seed: int, batch_size: int, device: str,
+                   show_progress: bool) -> dict[str, Any]:
+    """FID, KID, IS, precision / recall and the class histogram of ``n`` samples against the
+    test images."""
+    from ..metrics.generative import evaluate_samples
+
+    fake = draw_samples(method, n, seed=seed, batch_size=batch_size, show_progress=show_progress)
+    real, _ = method.test_images()
+    return evaluate_samples(fake, real, features=features, device=device, batch_size=batch_size,
+                            progress=show_progress)
+
+
+@app.command("eval", epilog=examples(
+    "profond eval runs/mlp-fashion-mnist-20261122-101500",
+    "profond eval RUN_DIR --json --checkpoint best",
+    "profond eval runs/vae-fashion-mnist-20261122-101500 --n 10000 --features fmnist",
+    "profond eval runs/ae-one-class --json   (anomaly run: ROC-AUC and roc.png)"))
+@user_errors
+def eval_(
+    run_dir: Path = typer.Argument(..., help="A run folder made by `profond train`."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (accuracy, loss, per-class accuracy, ...)."),
+    checkpoint: CheckpointOpt = "last",
+    device: DeviceOpt = "auto",
+    data_dir: DataDirOpt = None,
+    n: int = typer.Option(10000, "--n", help="Runs that sample: samples drawn for FID/KID/IS/precision-recall "
+                          "(0: the test-set metrics only)."),
+    features: str = typer.Option("fmnist", "--features", help="Runs that sample: feature network of the "
+                                 "sample metrics, fmnist (offline, 28x28 grayscale) or inception."),
+    seed: int = typer.Option(0, "--seed", help="Runs that sample: seed of the samples."),
+    batch_size: int = typer.Option(500, "--batch-size", help="Runs that sample: sampling / feature batch size."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for eval.json and figures (default: the run folder)."),
+) -> None:
+    """Evaluate a trained run on its test set and write eval.json.
+
+    Every run: its method's test metrics (classifiers: accuracy, loss, per-class accuracy and a
+    confusion-matrix PNG; generative runs: reconstruction, KL, ELBO, ...; anomaly runs also
+    write roc.png). A run that samples images also gets FID, KID, Inception Score,
+    precision/recall and the class histogram of --n samples against the test images.
+    """
+    if features not in FEATURES:
+        raise ProfondError(f"--features {features!r}: use one of {', '.join(FEATURES)}.")
+    if n < 0 or batch_size < 1:
+        raise ProfondError("--n must be >= 0 and --batch-size >= 1.")
+    method, trainer = load_method(run_dir, checkpoint=checkpoint, device=device, data_dir=data_dir)
+    folder = Path(out_dir) if out_dir else Path(run_dir)
+    name = trainer.cfg.method.name
+    test = method.test_data()
+    if test is None:
+        raise ProfondError(f"method {name!r} has no test set to evaluate.")
+    samples = bool(n) and supports(method, SamplesImages)
+    dev = str(trainer.env.device)
+    if samples:  # a missing feature net fails now, not after the long evaluation
+        from ..metrics.generative import load_feature_net
+
+        load_feature_net(features, device=dev)
+    metrics: dict[str, Any] = dict(trainer.evaluate(test, detailed=True))
+    metrics["checkpoint"] = str(trainer.checkpoint_path)
+    metrics["method"] = name
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics.update(method.eval_figures(metrics, folder, run_dir.name))
+    if samples:
+        scores = sample_metrics(method, n, features=features, seed=seed, batch_size=batch_size, device=dev,
+                                show_progress=not as_json and err.is_terminal)
+        for k, v in scores.items():  # a method's own metric of the same name keeps its key
+            metrics[f"sample_{k}" if k in metrics else k] = v
+        metrics["sample_seed"] = seed
+    elif n and (supports(method, Reconstructs) or supports(method, TranslatesImages)):
+        metrics["sample_metrics"] = f"skipped: method {name!r} cannot sample"
+    metrics = jsonable(metrics)
+    path = folder / "eval.json"
+    t = write_json_or_table(path, metrics, as_json, f"{run_dir}  ({Path(metrics['checkpoint']).name})")
+    if t is None:
+        return
+    for k, v in metrics.items():
+        if k == "checkpoint" or k.endswith("_png"):
+            continue
+        if isinstance(v, dict) and k.startswith("per_class_"):
+            for c, a in v.items():
+                t.add_row(f"  {c}", f"{a:.4f}" if isinstance(a, float) else str(a))
+        elif not isinstance(v, (dict, list)):  # big dicts / lists (kl_per_dim, ROC points, ...): eval.json only
+            t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    out.print(t)
+    if isinstance(metrics.get("class_histogram"), dict):
+        show("class histogram of the samples: see eval.json")
+    for k, v in metrics.items():
+        if k.endswith("_png"):
+            show(f"{k[:-4].replace('_', ' ')}: {v}")
+    show(f"eval.json: {path}")

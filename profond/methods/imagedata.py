@@ -1,0 +1,51 @@
+"""The image-data set-up that the image families share (classifier, generative, autoencoder,
+image-to-image): the dataset from ``cfg.data``, the seeded train / validation split and the
+batches of each split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..config import RunConfig
+from ..contract import Env
+from ..data import Batches, ImageData, load_dataset, train_val_split
+from ..errors import ConfigError
+
+
+def load_image_data(cfg: RunConfig, env: Env) -> ImageData:
+    """``cfg.data``'s dataset (a progress bar on the main process unless ``train.quiet``)."""
+    d = cfg.data
+    return load_dataset(d.name, data_dir=d.data_dir, download=d.download,
+                        progress=env.is_main and not cfg.train.quiet)
+
+
+def split_loaders(cfg: RunConfig, env: Env, x: Tensor, y: Tensor, *, norm: dict[str, Any],
+                  augment: Any = None, keep_class: int | None = None, num_classes: int | None = None,
+                  channels_last: bool = False) -> tuple[Batches, Batches | None]:
+    """Training and validation batches of ``x, y``: the seeded split of ``data.val_size``
+    examples, then ``keep_class`` (only that class in both parts), then ``data.subset``.
+    ``norm``: the ``mean`` / ``std`` the batches standardise with; the validation batches are
+    ``None`` when ``data.val_size`` is 0. ``num_classes`` (one-hot soft targets for Mixup /
+    CutMix) and ``channels_last`` as in :class:`~profond.data.Batches`."""
+    d = cfg.data
+    if d.val_size >= len(x):
+        raise ConfigError(f"data.val_size={d.val_size} leaves no training data ({len(x)} examples).")
+    tx, ty, vx, vy = train_val_split(x, y, d.val_size, seed=cfg.train.seed)
+    if keep_class is not None:
+        tx, ty, vx, vy = tx[ty == keep_class], ty[ty == keep_class], vx[vy == keep_class], vy[vy == keep_class]
+    if d.subset is not None:
+        tx, ty = tx[: d.subset], ty[: d.subset]
+    common = dict(device=env.device, channels_last=channels_last, num_classes=num_classes, **norm)
+    train = Batches(tx, ty, batch_size=d.batch_size, shuffle=True, seed=cfg.train.seed, augment=augment,
+                    rank=env.rank, world_size=env.world_size, **common)
+    val = Batches(vx, vy, batch_size=d.eval_batch_size, shuffle=False, **common) if len(vx) else None
+    return train, val
+
+
+def eval_loader(cfg: RunConfig, env: Env, x: Tensor, y: Tensor, *, norm: dict[str, Any],
+                num_classes: int | None = None, channels_last: bool = False) -> Batches:
+    """Evaluation batches of ``x, y`` (in order, ``data.eval_batch_size`` at a time)."""
+    return Batches(x, y, batch_size=cfg.data.eval_batch_size, shuffle=False, device=env.device,
+                   channels_last=channels_last, num_classes=num_classes, **norm)
