@@ -11,8 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from profond.config import OptimConfig, SchedConfig
-from profond.errors import CheckpointError
 from profond.base.checkpoint import (
     CheckpointManager,
     load_checkpoint,
@@ -20,6 +18,8 @@ from profond.base.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from profond.config import OptimConfig, SchedConfig
+from profond.errors import CheckpointError
 from profond.train.optim import build_optimizer
 from profond.train.schedules import build_scheduler
 

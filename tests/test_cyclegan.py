@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from profond.errors import ConfigError
 from profond.contract import Env
+from profond.errors import ConfigError
 from profond.methods.img2img import CycleGANMethod, ImagePool
 from profond.models.unet import PatchGAN, UNet
 from profond.registry import MODELS

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from profond.config import EarlyStopConfig
-from profond.errors import CheckpointError, ConfigError
 from profond.base.checkpoint import resolve_mode
+from profond.config import EarlyStopConfig
 from profond.contract import Callback
+from profond.errors import CheckpointError, ConfigError
 from profond.train.callbacks import EarlyStopping
 from profond.train.ema import EMA
 

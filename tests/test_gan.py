@@ -287,8 +287,8 @@ def test_conditional_generator_follows_its_labels(tmp_path):
 def test_class_monitor_every_k_steps_is_averaged_over_its_steps(tmp_path):
     """The mode-collapse monitor runs on Fashion-MNIST-shaped data every ``monitor_every`` steps;
     the epoch row averages it over the steps that logged it, not over all steps."""
-    from profond.train import train
     from profond.contract import Callback
+    from profond.train import train
 
     seen: list[dict] = []
 

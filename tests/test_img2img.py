@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from profond.errors import ConfigError
 from profond.contract import Env
+from profond.errors import ConfigError
 from profond.methods.img2img import Pix2PixMethod, SRGANMethod, center_mask, sobel_edges
 from profond.models.unet import PatchGAN, SRNet, UNet
 from profond.registry import METHODS, MODELS

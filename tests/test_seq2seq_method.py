@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from profond.cli import app
 from profond.config import resolve
+from profond.contract import Callback
 from profond.data.tokenize import load_tokenizer
 from profond.methods.seq2seq import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, teacher_forcing_at
 from profond.train import train
-from profond.contract import Callback
 from profond.train.loop import load_run
 from tests.conftest import StopAt
 
@@ -124,8 +124,8 @@ def test_translate_cli_bad_inputs_exit_2(s2s, tmp_path):
 
 
 def test_data_subset_is_a_seeded_sample_spread_over_all_numbers():
-    from profond.data.text import count_words
     from profond.contract import Env
+    from profond.data.text import count_words
     from profond.methods.seq2seq import Seq2SeqMethod
 
     cfg = resolve(overrides=[*TINY, "method.dataset={n_train: 300, n_val: 10, n_test: 10}", "data.subset=50"])

@@ -7,8 +7,9 @@ name, bad override, missing data) prints one line naming the problem and the fix
 with code 2, without a traceback.
 """
 
-from . import catalog, evaluate, latent, sample, text, train  # noqa: F401  (each registers its commands)
-from .common import app
+# each module registers its commands; their order is the order of `profond --help`
+from .common import app  # noqa: I001
+from . import train, evaluate, sample, latent, text, catalog  # noqa: F401, E402
 
 
 def main() -> None:

@@ -32,7 +32,13 @@ def draw_samples(method: Any, n: int, *, seed: int, batch_size: int, show_progre
     """``n`` samples in batches (seed ``seed`` for the first batch, a distinct one per batch), with
     a progress bar on stderr."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     chunks = []
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

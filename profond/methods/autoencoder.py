@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..contract import Env
+from ..contract import Env, StepContext
 from ..data import Batches
 from ..errors import ConfigError
 from ..models.ae import AutoEncoder, MLPEncoder
@@ -216,7 +216,7 @@ class AutoencoderMethod(GenerativeMethod, Reconstructs, EncodedLatent):
         return (pred - x).pow(2).flatten(1).sum(1)
 
     # -- training -------------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         o = self.opts
         x = batch[0]
         xin = corrupt(x, o.noise, o.noise_level)
@@ -265,7 +265,7 @@ class AutoencoderMethod(GenerativeMethod, Reconstructs, EncodedLatent):
         return float(torch.quantile(scores.double(), self.opts.anomaly_quantile))
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         o, model = self.opts, self.unwrapped()
         g = self.generator(o.eval_seed)
         loss_sum = sq_sum = psnr_sum = psnr_noisy_sum = code_sum = 0.0

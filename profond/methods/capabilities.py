@@ -58,7 +58,7 @@ class Artifacts:
     notes: list[str] = field(default_factory=list)
 
 
-class Capability(abc.ABC):
+class Capability(abc.ABC):  # noqa: B024  (a marker base: each capability declares its methods)
     """Base of the capability interfaces. ``needs`` completes the error a command prints for
     a run that lacks the capability: "`profond CMD` needs {needs}"."""
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import RunConfig
-from ..contract import Env, Method
+from ..contract import Env, Method, StepContext
 from ..data import Batches, build_augment
 from ..errors import ConfigError
 from ..models.transfer import freeze, load_weights
@@ -95,7 +95,7 @@ class Classifier(Method):
         return confusion_figure(metrics, self.classes, folder, title)
 
     # -- training --------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, y = batch
         logits = self.nets["model"](x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.opts.label_smoothing)
@@ -111,7 +111,7 @@ class Classifier(Method):
         return out
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         k = len(self.classes)
         confusion = torch.zeros(k, k, dtype=torch.long, device=self.env.device)
         loss_sum, n = 0.0, 0

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
-from ..contract import Callback, Env, Method
+from ..contract import Callback, Env, Method, StepContext
 from ..data.loader import Batches
 from ..data.series import SeriesData, Windows
 from ..errors import ConfigError
@@ -170,7 +170,7 @@ class ForecastMethod(Method):
         to it), else zeros."""
         return x[:, -1, :1] if self.opts.center else torch.zeros_like(x[:, -1, :1])
 
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, y = batch
         a = self.anchor(x)
         pred = self.nets["model"](x - a.unsqueeze(1)) + a
@@ -235,7 +235,7 @@ class ForecastMethod(Method):
         return {f"{prefix}rmse{suffix}": rmse, f"{prefix}mase{suffix}": mase}
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         sq, n = 0.0, 0
         for x, y in batches.batches(0):
             a = self.anchor(x)

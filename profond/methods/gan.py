@@ -70,11 +70,11 @@ import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..contract import Callback, Env
+from ..contract import Callback, Env, StepContext
 from ..errors import ConfigError, ProfondError, TrainingDiverged
 from ..registry import METHODS
-from .gan_losses import LOSSES, check_loss, d_loss, g_loss, gradient_penalty
 from .capabilities import Artifacts, ExploresLatent, LatentRequest, SamplesImages
+from .gan_losses import LOSSES, check_loss, d_loss, g_loss, gradient_penalty
 from .generative import GenerativeMethod, slerp
 
 #: losses whose D output is a logit: D(x) is reported as sigmoid(logit)
@@ -225,7 +225,7 @@ class GANMethod(GenerativeMethod, SamplesImages, ExploresLatent):
         return (torch.sigmoid(s) if self.opts.loss in LOGIT_LOSSES else s).mean()
 
     # -- training --------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         o = self.opts
         G, D = self.nets["G"], self.nets["D"]
         x = batch[0] * 2.0 - 1.0                       # [0, 1] -> [-1, 1]
@@ -294,7 +294,7 @@ class GANMethod(GenerativeMethod, SamplesImages, ExploresLatent):
             res["label_accuracy"] = float((pred == labels.to(pred.device)).float().mean())
         return res
 
-    def check_collapse(self, d_x: float, d_gz: float, ctx: Any) -> None:
+    def check_collapse(self, d_x: float, d_gz: float, ctx: StepContext) -> None:
         """Raise TrainingDiverged after ``collapse_steps`` consecutive steps with D(x) ≈ 1, D(G(z)) ≈ 0."""
         o = self.opts
         if o.collapse_steps <= 0 or o.loss not in GUARDED_LOSSES:
@@ -322,7 +322,7 @@ class GANMethod(GenerativeMethod, SamplesImages, ExploresLatent):
         return self._feature_net
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         """FID of ``eval_n`` samples vs the images of ``batches``, the samples' class histogram,
         and the discriminator's mean D(x) on those real images. ``detailed=True`` (``profond eval``)
         suffixes the sample metrics with ``_n<eval_n>`` (e.g. ``fid_n1000``), so that the

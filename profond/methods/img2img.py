@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..contract import Env
+from ..contract import Env, StepContext
 from ..data.inputs import MAX_EXAMPLES, parse_input, read_image
 from ..errors import ConfigError, ProfondError
 from ..registry import METHODS, MODELS
@@ -219,7 +219,7 @@ class Img2ImgMethod(GenerativeMethod, TranslatesImages):
         raise NotImplementedError
 
     # -- training -------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, _ = batch
         o = self.opts
         G, D = self.nets["G"], self.nets["D"]
@@ -239,7 +239,7 @@ class Img2ImgMethod(GenerativeMethod, TranslatesImages):
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         """Mean L1 / PSNR (and SSIM for SR) of G's outputs and of the naive baseline against
         the targets (``detailed`` is accepted for ``profond eval``; the metrics are the same)."""
         sums: dict[str, float] = {}
@@ -624,7 +624,7 @@ class CycleGANMethod(GenerativeMethod, TranslatesImages):
     def split(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return x[y == self.opts.domain_a], x[y == self.opts.domain_b]
 
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, y = batch
         a, b = self.split(x, y)
         if len(a) == 0 or len(b) == 0:  # a batch with one domain only: nothing to pair against
@@ -659,7 +659,7 @@ class CycleGANMethod(GenerativeMethod, TranslatesImages):
         return self._feat
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         """Cycle / identity L1, cycle PSNR and the target-class rates (class docstring); the
         same metrics with ``detailed=True`` (``profond eval``)."""
         o = self.opts

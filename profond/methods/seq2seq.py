@@ -45,13 +45,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
-from ..contract import Callback, Env, Method
+from ..contract import Callback, Env, Method, StepContext
 from ..data.loader import mix_seed
 from ..data.text import DIRECTIONS, FrenchNumbers
 from ..data.tokenize import CharTokenizer, load_tokenizer, pad_batch
 from ..errors import CheckpointError, ConfigError, ProfondError
-from .capabilities import Artifacts, AttentionMaps, TranslatesText
 from ..registry import METHODS
+from .capabilities import Artifacts, AttentionMaps, TranslatesText
 from .sequence import TokenBatches, _build_dataset, _build_model
 
 SRC_TOKENIZER_FILE = "src_tokenizer.json"
@@ -234,7 +234,7 @@ class Seq2SeqMethod(Method, TranslatesText, AttentionMaps):
         o = self.opts
         return teacher_forcing_at(step, self.total_steps or 1, o.teacher_forcing_start, o.teacher_forcing_end)
 
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         src, src_len, tgt, _ = batch
         p = self.teacher_forcing(ctx.step)
         gen = None
@@ -270,7 +270,7 @@ class Seq2SeqMethod(Method, TranslatesText, AttentionMaps):
         return self.tgt_tokenizer.decode(ids)
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         model = self.nets["model"]
         pad = self.tgt_tokenizer.pad_id
         nats, correct, majority, tokens, exact, n = 0.0, 0, 0, 0, 0, 0

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
-from ..contract import Callback, Env, Method
+from ..contract import Callback, Env, Method, StepContext
 from ..data.loader import mix_seed
 from ..data.text import END_OF_FORTUNE, CharCorpus, TextClassData
 from ..data.tokenize import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, pad_batch
@@ -402,7 +402,7 @@ class TextClassifier(Method, RecurrentGates):
         return self._baseline_scores[split]
 
     # -- training ----------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         tokens, lengths, y = batch
         logits = self.nets["model"](tokens, lengths)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.opts.label_smoothing)
@@ -410,7 +410,7 @@ class TextClassifier(Method, RecurrentGates):
         return {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean()}
 
     @torch.no_grad()
-    def predict(self, batches: Any, ctx: Any) -> tuple[Tensor, Tensor, float]:
+    def predict(self, batches: Any, ctx: StepContext) -> tuple[Tensor, Tensor, float]:
         """``(labels, predictions, summed cross-entropy)`` over ``batches`` in loader order."""
         ys, preds, loss_sum = [], [], 0.0
         for tokens, lengths, y in batches.batches(0):
@@ -422,7 +422,7 @@ class TextClassifier(Method, RecurrentGates):
         return torch.cat(ys), torch.cat(preds), loss_sum
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         k = len(self.classes)
         y, pred, loss_sum = self.predict(batches, ctx)
         confusion = torch.bincount(y * k + pred, minlength=k * k).view(k, k)
@@ -640,7 +640,7 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         self.carry = parts if state.get("carry_tuple") else parts[0]
 
     # -- training ----------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, y, first, last = batch
         state = None if first else self.carry
         logits, state = self.nets["model"](x, state)
@@ -658,7 +658,7 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         return self._baselines[key]
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         nats, correct, n = 0.0, 0, 0
         state = None
         for x, y, first, _ in batches.batches(0):

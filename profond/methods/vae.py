@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..contract import Env
+from ..contract import Env, StepContext
 from ..errors import ConfigError
 from ..models.ae import AutoEncoder
 from ..registry import METHODS
@@ -318,7 +318,7 @@ class VAEMethod(GenerativeMethod, SamplesImages, Reconstructs, EncodedLatent):
         return o.beta * min(1.0, step / o.kl_anneal_steps)
 
     # -- training ---------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         o = self.opts
         x = self.binarize(batch[0])
         net = self.nets["model"]  # the (possibly DDP / compiled) wrapper: call its forward
@@ -350,7 +350,7 @@ class VAEMethod(GenerativeMethod, SamplesImages, Reconstructs, EncodedLatent):
 
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, detailed: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches: Any, ctx: StepContext, detailed: bool = False) -> dict[str, Any]:
         o, model = self.opts, self.unwrapped()
         g = self.generator(o.eval_seed)  # ε and binarization of the ELBO
         g_iwae = self.generator(o.eval_seed + 1)  # separate: detailed=True leaves the ELBO unchanged

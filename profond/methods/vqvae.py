@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import RunConfig
-from ..contract import Env
+from ..contract import Env, StepContext
 from ..errors import ConfigError, ProfondError
 from ..models.vqvae import VQVAE, usage_stats
 from ..registry import METHODS
@@ -105,7 +105,7 @@ class VQVAEMethod(GenerativeMethod, Reconstructs, ExportsCodes):
                 "code_grid": list(self.grid), "ema_codebook": q.ema}
 
     # -- training ----------------------------------------------------------------------------
-    def train_step(self, batch: Any, ctx: Any) -> dict[str, Any]:
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, _ = batch
         out = self.nets["model"](x)
         recon = recon_loss(out["logits"], x, self.opts.recon)
@@ -117,7 +117,7 @@ class VQVAEMethod(GenerativeMethod, Reconstructs, ExportsCodes):
                 "commit": (q.beta * out["commitment"]).detach(), **stats}
 
     @torch.no_grad()
-    def evaluate(self, batches: Any, ctx: Any, **kw: Any) -> dict[str, float]:
+    def evaluate(self, batches: Any, ctx: StepContext, **kw: Any) -> dict[str, float]:
         q = self.model.quantizer
         counts = torch.zeros(q.num_codes, dtype=torch.long, device=self.env.device)
         sums = dict(loss=0.0, recon=0.0, vq_loss=0.0, commit=0.0, mse=0.0, psnr=0.0)
