@@ -9,16 +9,19 @@ are loosely typed (YAML reads ``1e-3`` as a string, ``2.0`` may mean ``2``).
 * ``X | None`` and other unions: the first member that accepts the value;
 * ``list[X]`` and ``tuple[X, ...]`` (given back as lists, as YAML writes them; a bare
   string is a one-element list: ``--set data.augment=flip``), ``tuple[X, Y, Z]``
-  (exactly three items, given back as a tuple), ``dict``; items are checked as ``KEY[i]``;
+  (exactly three items, given back as a tuple), ``dict[K, V]`` (values checked as ``KEY.k``);
+  list and tuple items are checked as ``KEY[i]``;
 * ``Literal["a", "b"]``: one of the choices, see :func:`check_choice`;
 * ``Annotated[X, Range(1)]``: a number in a range (:data:`PosInt`, :data:`NonNegInt`,
-  :data:`Prob` are the common ones); a string in ``Annotated`` is a note added to the
-  error message, e.g. what the numbers mean and an example;
+  :data:`Prob` are the common ones; NaN and, unless the range says otherwise, infinities are
+  refused); a string in ``Annotated`` is a note added to the error message, e.g. what the
+  numbers mean (what ``0`` means) and an example;
 * anything else (``Any``, a class, a callable) passes unchanged.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import types
@@ -33,12 +36,17 @@ __all__ = ["Range", "PosInt", "NonNegInt", "Prob", "coerce", "check_choice"]
 
 @dataclass(frozen=True)
 class Range:
-    """``Annotated[int, Range(1)]``: a number ``>= lo`` and ``<= hi`` (``>`` / ``<`` if open)."""
+    """``Annotated[int, Range(1)]``: a number ``>= lo`` and ``<= hi`` (``>`` / ``<`` if open).
+
+    NaN is never in a range; infinities are refused too unless ``finite=False`` (no config
+    value means anything at infinity, and ``inf`` slips past a one-sided bound).
+    """
 
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
+    finite: bool = True
 
     def __str__(self) -> str:
         if self.hi is None:
@@ -48,6 +56,9 @@ class Range:
         return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
 
     def check(self, value: float, key: str) -> None:
+        if isinstance(value, float) and (math.isnan(value) or (self.finite and math.isinf(value))):
+            bound = f" {self}" if self.lo is not None or self.hi is not None else ""
+            raise ConfigError(f"bad value for {key!r}: {value!r}; must be a finite number{bound}.")
         low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
         high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
         if low or high:
@@ -141,7 +152,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"bad value for {key!r}: expected a mapping like {{a: 1}}, got {value!r}.")
-        return dict(value)
+        inner = args[1] if len(args) == 2 else Any
+        return {k: coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
