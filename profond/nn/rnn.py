@@ -571,6 +571,82 @@ class Recurrent(nn.Module):
         return s
 
 
+class _LSTMSequence(torch.autograd.Function):
+    r"""The plain LSTM (eqs. 5.9–5.14) over a whole sequence, with back-propagation through
+    time written by hand (course §5.3) instead of recorded op by op.
+
+    Forward, per step, from the precomputed input projections ``gx_t = W_x x_t + b``::
+
+        a_t = gx_t + W_h h_{t-1}                 (gates i, f, c~, o stacked, PyTorch's order)
+        i, f, o = σ(a_i), σ(a_f), σ(a_o);  c~ = tanh(a_c)            (5.9)–(5.11), (5.13)
+        c_t = f ⊙ c_{t-1} + i ⊙ c~                                    (5.12)
+        h_t = o ⊙ tanh(c_t)                                           (5.14)
+
+    Backward, from ``t = T`` down to 1, with ``δh`` / ``δc`` the gradients reaching
+    ``h_t`` / ``c_t`` (from the outputs and from step ``t + 1``)::
+
+        δo = δh ⊙ tanh(c_t);   δc += δh ⊙ o ⊙ (1 − tanh²(c_t))
+        δi = δc ⊙ c~;   δc~ = δc ⊙ i;   δf = δc ⊙ c_{t-1};   δc_{t-1} = δc ⊙ f
+        δa = [δi ⊙ i(1−i), δf ⊙ f(1−f), δc~ ⊙ (1 − c~²), δo ⊙ o(1−o)]   (σ' = σ(1−σ), tanh' = 1 − tanh²)
+        δh_{t-1} = W_hᵀ δa;   δW_h += δa h_{t-1}ᵀ;   δgx_t = δa
+
+    The per-step work is then one matmul each way plus pointwise arithmetic, and
+    ``δW_h`` is a single matmul over all steps at the end. Inputs ``gx`` ``(T, B, 4 d_h)``,
+    ``h0``, ``c0`` ``(B, d_h)``, ``w_h`` ``(4 d_h, d_h)``; outputs ``(T, B, d_h)``, ``h_T``,
+    ``c_T``. Equal to the step-by-step cell (tests: values and gradients, gradcheck).
+    """
+
+    @staticmethod
+    def forward(ctx, gx: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        steps, d = gx.shape[0], h0.shape[-1]
+        # buffers written step by step (zero-filled: touching fresh pages in one sequential pass
+        # is cheaper than faulting them in one step at a time)
+        hs = gx.new_zeros(steps + 1, *h0.shape)          # h_0 .. h_T
+        cs = gx.new_zeros(steps + 1, *c0.shape)          # c_0 .. c_T
+        acts = torch.zeros_like(gx)                      # i, f, (unused), o of every step
+        gs = gx.new_zeros(steps, *c0.shape)              # c~ of every step
+        hs[0], cs[0] = h0, c0
+        # the same operations as LSTMCell.step, in the same order: the two paths agree bit for bit
+        for t in range(steps):
+            a_i, a_f, a_c, a_o = (gx[t] + F.linear(hs[t], w_h)).chunk(4, dim=-1)  # gx_t + W_h h_{t-1}
+            i, f, _, o = acts[t].chunk(4, dim=-1)
+            torch.sigmoid(a_i, out=i)                    # (5.10)
+            torch.sigmoid(a_f, out=f)                    # (5.9)
+            g = torch.tanh(a_c, out=gs[t])               # (5.11)
+            torch.sigmoid(a_o, out=o)                    # (5.13)
+            torch.mul(f, cs[t], out=cs[t + 1]).add_(i * g)             # (5.12)
+            torch.mul(o, torch.tanh(cs[t + 1]), out=hs[t + 1])         # (5.14)
+        ctx.save_for_backward(hs, cs, gs, acts, w_h)
+        return hs[1:], hs[-1], cs[-1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out: Tensor | None, d_hn: Tensor | None, d_cn: Tensor | None):
+        hs, cs, gs, acts, w_h = ctx.saved_tensors
+        steps, batch, d = gs.shape
+        d_a = torch.zeros_like(acts)
+        dh = torch.zeros_like(hs[0]) if d_hn is None else d_hn.clone()
+        dc = torch.zeros_like(cs[0]) if d_cn is None else d_cn.clone()
+        if d_out is not None:
+            dh = dh + d_out[-1]
+        for t in range(steps - 1, -1, -1):
+            i, f, _, o = acts[t].chunk(4, dim=-1)
+            g, tc = gs[t], torch.tanh(cs[t + 1])
+            da_i, da_f, da_g, da_o = d_a[t].chunk(4, dim=-1)
+            torch.mul(dh * tc, o - o * o, out=da_o)                     # δa_o = δh ⊙ tanh(c_t) ⊙ σ'
+            dc = dc + dh * o * (1 - tc * tc)                            # δc += δh ⊙ o ⊙ tanh'(c_t)
+            torch.mul(dc * g, i - i * i, out=da_i)                      # δa_i = δc ⊙ c~ ⊙ σ'
+            torch.mul(dc * cs[t], f - f * f, out=da_f)                  # δa_f = δc ⊙ c_{t-1} ⊙ σ'
+            torch.mul(dc * i, 1 - g * g, out=da_g)                      # δa_c = δc ⊙ i ⊙ tanh'
+            dc = dc * f                                                 # δc_{t-1}
+            if t and d_out is not None:                                 # δh_{t-1} = W_hᵀ δa (+ the output's)
+                dh = torch.addmm(d_out[t - 1], d_a[t], w_h)
+            else:
+                dh = d_a[t] @ w_h
+        d_w = d_a.reshape(-1, 4 * d).t() @ hs[:-1].reshape(-1, d)      # δW_h = Σ_t δa_t h_{t-1}ᵀ
+        return d_a, dh, dc, d_w
+
+
 def _run_cell(
     cell: _Cell, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None, reverse: bool,
     trace: RecurrentTrace | None,
@@ -584,6 +660,13 @@ def _run_cell(
     w_x, b_x, w_h, b_h = cell.stacked_weights()
     if cell.kind != "gru" and b_h is not None:  # b_h adds once to the projection
         b_x, b_h = b_x + b_h, None
+    if (cell.kind == "lstm" and cell.peephole == "none" and mask is None and trace is None
+            and x.shape[0] > 0):
+        gx_all = F.linear(x, w_x, b_x)
+        if reverse:
+            gx_all = gx_all.flip(0)
+        out, h_n, c_n = _LSTMSequence.apply(gx_all, state[0], state[1], w_h)
+        return (out.flip(0) if reverse else out), (h_n, c_n)
     # unbind, not gx[t]: the backward of T selects would build T full-size zero tensors
     gx = F.linear(x, w_x, b_x).unbind(0)
     steps = x.shape[0]
