@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from .base.coerce import PosInt, Range, coerce
+from .base.coerce import PosInt, Range, Seed, coerce
 from .errors import ConfigError
 
 
@@ -62,16 +62,18 @@ class DataConfig:
     #: a root holding one folder per dataset (``DIR/fashion-mnist/...``); see profond.data
     data_dir: str | None = None
     download: bool = True
-    #: examples held out of the training set for validation (seeded split)
-    val_size: int = 5000
+    #: examples held out of the training set for validation (seeded split); ``None``: a tenth
+    #: of the training set, at most 5000 (5000 for Fashion-MNIST, MNIST and CIFAR-10)
+    val_size: Annotated[int, Range(0), "0: no validation set, null: a tenth, at most 5000"] | None = None
     #: use only this many training examples (after the split); ``None`` = all
-    subset: int | None = None
+    subset: Annotated[int, Range(1), "null: all the training examples"] | None = None
     batch_size: PosInt = 128
     eval_batch_size: PosInt = 1000
     #: batched augmentations, e.g. ``[crop, flip]``, ``[crop:2, flip, affine]`` (see profond.data.augment)
     augment: list[str] = field(default_factory=list)
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+    #: Beta(alpha, alpha) of Mixup / CutMix (course §3.7); 0 turns it off
+    mixup_alpha: Annotated[float, Range(0), "0: off"] = 0.0
+    cutmix_alpha: Annotated[float, Range(0), "0: off"] = 0.0
 
 
 @dataclass
@@ -81,16 +83,20 @@ class OptimConfig:
     #: torch (torch.optim) | scratch (profond.scratch.optim, written from the course's rules)
     impl: Literal["torch", "scratch"] = "torch"
     lr: Annotated[float, Range(0, lo_open=True)] = 1e-3
-    momentum: float = 0.0
+    #: sgd, rmsprop: heavy-ball momentum (1 would never forget a gradient)
+    momentum: Annotated[float, Range(0, 1, hi_open=True), "0: none"] = 0.0
     nesterov: bool = False
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    alpha: float = 0.99
-    weight_decay: float = 0.0
+    #: adam, adamw, lion: decay rates of the two moment estimates
+    betas: list[Annotated[float, Range(0, 1, hi_open=True)]] = field(default_factory=lambda: [0.9, 0.999])
+    #: added to the denominator of the adaptive methods
+    eps: Annotated[float, Range(0, lo_open=True)] = 1e-8
+    #: rmsprop: decay of the squared-gradient average (1 would keep it at 0)
+    alpha: Annotated[float, Range(0, 1, hi_open=True)] = 0.99
+    weight_decay: Annotated[float, Range(0), "0: none"] = 0.0
     #: if false, norms' parameters and biases get no weight decay
     decay_norm_and_bias: bool = True
     #: per-parameter-group learning rates: module-name prefix -> lr (course §4.7 fine-tuning)
-    lr_groups: dict[str, float] = field(default_factory=dict)
+    lr_groups: dict[str, Annotated[float, Range(0, lo_open=True)]] = field(default_factory=dict)
     #: per-optimizer overrides for methods with several optimizers: ``{D: {lr: 4e-4}}``
     per_optimizer: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -98,50 +104,54 @@ class OptimConfig:
 @dataclass
 class SchedConfig:
     name: Literal["constant", "step", "cosine", "warmup-cosine", "onecycle"] = "constant"
-    warmup_epochs: float = 0.0
+    warmup_epochs: Annotated[float, Range(0), "0: no warm-up"] = 0.0
     #: step schedule: multiply the LR by ``gamma`` every ``step_epochs`` epochs
-    step_epochs: float = 10.0
-    gamma: float = 0.1
+    step_epochs: Annotated[float, Range(0, lo_open=True)] = 10.0
+    gamma: Annotated[float, Range(0, lo_open=True)] = 0.1
     #: floor of the cosine schedules
-    min_lr: float = 0.0
+    min_lr: Annotated[float, Range(0)] = 0.0
     #: one-cycle: peak LR (default ``optim.lr``) and fraction of steps spent rising
-    max_lr: float | None = None
-    pct_start: float = 0.3
+    max_lr: Annotated[float, Range(0, lo_open=True), "null: optim.lr"] | None = None
+    pct_start: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.3
 
 
 @dataclass
 class EarlyStopConfig:
     #: stop after this many evaluations without improvement; ``None`` disables (course §3.8)
-    patience: int | None = None
+    patience: Annotated[int, Range(1), "null: no early stopping"] | None = None
     monitor: str = "val_loss"
     #: auto: max for accuracy-like names, min otherwise
     mode: Literal["auto", "min", "max"] = "auto"
-    min_delta: float = 0.0
+    #: an improvement beats the best value by more than this
+    min_delta: Annotated[float, Range(0), "0: any improvement"] = 0.0
 
 
 @dataclass
 class TrainConfig:
     epochs: PosInt = 10
     #: stop after this many optimizer steps (overrides epochs when reached first)
-    max_steps: int | None = None
-    seed: int = 0
+    max_steps: Annotated[int, Range(1), "null: no limit"] | None = None
+    seed: Seed = 0
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
     #: fp32 | bf16 (autocast, CPU and CUDA) | fp16 (autocast + GradScaler, CUDA only)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    clip_grad_norm: float | None = None
+    #: rescale the gradients to at most this global L2 norm (0 would stop learning)
+    clip_grad_norm: Annotated[float, Range(0, lo_open=True), "null: no clipping"] | None = None
     #: exponential moving average of the weights, evaluated instead of the raw weights
-    ema_decay: float | None = None
+    ema_decay: Annotated[float, Range(0, 1, lo_open=True, hi_open=True), "null: no EMA"] | None = None
     channels_last: bool = False
     compile: bool = False
     #: torch intra-op threads (``None``: leave torch's default)
-    threads: int | None = None
+    threads: Annotated[int, Range(1, 1024), "null: torch's default"] | None = None
     #: checkpoint every N optimizer steps (0: only at the end of each epoch)
-    checkpoint_every: int = 0
-    keep_last: int = 2
+    checkpoint_every: Annotated[int, Range(0), "0: only at the end of each epoch"] = 0
+    #: step checkpoints kept (the best one is kept apart)
+    keep_last: PosInt = 2
     #: log train metrics to TensorBoard every N steps
-    log_every: int = 20
-    eval_every: int = 1
+    log_every: PosInt = 20
+    #: evaluate on the validation set every N epochs
+    eval_every: PosInt = 1
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     quiet: bool = False
 
@@ -156,7 +166,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     #: parent folder of run folders
     out: str = "runs"
-    #: run folder name (default: MODEL-DATASET-TIMESTAMP)
+    #: run folder name (default: MODEL-DATASET-TIMESTAMP): one folder inside ``out``, made of
+    #: ASCII letters, digits and ``- _ . + =``, not starting with ``.``, at most 200 characters
+    #: (see :func:`check_run_name`: nothing is ever written outside ``out``)
     name: str | None = None
     #: the recipe this config started from, for the record
     recipe: str | None = None
@@ -347,10 +359,45 @@ def check_fields(obj: Any, prefix: str = "") -> None:
             coerce(value, hints[f.name], prefix + f.name)
 
 
+#: the longest run name: with the files' own names, well under the 255 bytes a folder name may have
+RUN_NAME_MAX = 200
+
+
+def check_run_name(name: Any, key: str = "name") -> None:
+    """A run name is ONE folder name inside ``out``: ASCII letters, digits and ``- _ . + =``,
+    not starting with ``.`` (no ``..``, no hidden folder), at most :data:`RUN_NAME_MAX`
+    characters; no ``/``, so a name never points outside ``out`` or at ``out`` itself."""
+    ok = (isinstance(name, str) and 0 < len(name) <= RUN_NAME_MAX and not name.startswith(".")
+          and all(c.isascii() and (c.isalnum() or c in "-_.+=") for c in name))
+    if not ok:
+        shown = name if not isinstance(name, str) or len(name) <= 60 else name[:57] + "..."
+        raise ConfigError(
+            f"bad value for {key!r}: {shown!r}. A run name is one folder name inside --out: ASCII letters, "
+            f"digits and - _ . + = only, not starting with '.', 1 to {RUN_NAME_MAX} characters "
+            "(e.g. --name mlp-lr0.01); put folders in --out instead."
+        )
+
+
 def validate(cfg: RunConfig) -> None:
     check_fields(cfg)
+    if cfg.name is not None:
+        check_run_name(cfg.name)
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"bad value for 'train.device': {dev!r}. Valid values: auto, cpu, cuda, cuda:N.")
     if len(cfg.optim.betas) != 2:
         raise ConfigError("bad value for 'optim.betas': give two numbers, e.g. [0.9, 0.999].")
+    check_per_optimizer(cfg.optim)
+
+
+def check_per_optimizer(o: OptimConfig) -> None:
+    """``optim.per_optimizer.NAME.KEY`` against the field ``optim.KEY`` (its type and range);
+    the values are stored coerced (``"4e-4"`` -> ``0.0004``)."""
+    hints = typing.get_type_hints(OptimConfig, include_extras=True)
+    keys = [f.name for f in dataclasses.fields(OptimConfig) if f.name != "per_optimizer"]
+    for name, overrides in o.per_optimizer.items():
+        for key, value in overrides.items():
+            where = f"optim.per_optimizer.{name}.{key}"
+            if key not in keys:
+                raise ConfigError(f"unknown config key {where!r}. Valid keys here: {', '.join(keys)}.")
+            overrides[key] = coerce(value, hints[key], where)

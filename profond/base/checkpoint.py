@@ -16,7 +16,12 @@ the caller's meta or its ``loop`` section when present, for humans), ``versions`
 ``momentum_buffer`` of ``None``), ``schedulers`` (per name: the scheduler's JSON
 ``state_dict``), ``metrics`` (or ``null``), ``meta`` (the caller's free-form dict,
 returned by :func:`load_checkpoint`) and ``files`` (per ``.safetensors`` file: ``sha256``
-and ``bytes``).
+and ``bytes``). It is checked against :data:`META_SCHEMA` (a declarative table of field ->
+:class:`Spec`, checked by :func:`check_schema`) whenever it is read: valid JSON with bad
+values (a string step, a list where a mapping belongs, a missing field) is a
+:class:`~profond.errors.CheckpointError` naming the file and the field. The caller's own
+section is checked by the caller with the same function (the training loop's in
+:mod:`profond.train.resume`).
 
 Nothing is ever unpickled: tensors are read with ``safetensors`` (a header + raw bytes),
 the rest with ``json``. A ``.pt`` pickle renamed to ``model.safetensors`` fails its checksum
@@ -41,6 +46,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +125,153 @@ def _json_checked(obj: Any, what: str) -> Any:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"cannot save {what}: its state is not JSON-serializable ({e}).") from None
     return obj
+
+
+# -- metadata schemas ------------------------------------------------------------------------
+#: the largest integer JSON numbers carry exactly: a step, epoch or size above it is damage
+MAX_INT = 2**53
+#: the fix named when a checkpoint's metadata is valid JSON with bad values
+DAMAGED = ("the checkpoint's metadata is damaged: delete this checkpoint folder to resume from an "
+           "older one, or start a new run")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one JSON field of a checkpoint's metadata must be.
+
+    ``kind`` is ``int``, ``number``, ``str``, ``bool``, ``list``, ``mapping`` or ``any``
+    (``bool`` is never a number); ``optional``: the field may be absent; ``null``: it may be
+    ``null``; ``lo`` / ``hi``: the range of a number (``finite``: no NaN or infinity);
+    ``fields``: the fields a mapping must have (others are allowed); ``each``: what every
+    value of a mapping or item of a list must be; ``keys``: a regular expression every key of
+    a mapping must match.
+    """
+
+    kind: str
+    optional: bool = False
+    null: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    finite: bool = False
+    fields: Mapping[str, Spec] | None = None
+    each: Spec | None = None
+    keys: str | None = None
+
+
+#: a step, epoch, batch or byte count
+COUNT = Spec("int", lo=0, hi=MAX_INT)
+_KIND_WORDS = {"int": "an integer", "number": "a number", "str": "a string", "bool": "true or false",
+               "list": "a list", "mapping": "a mapping", "any": "a value"}
+
+
+def _kind_ok(value: Any, kind: str) -> bool:
+    if kind in ("int", "number") and isinstance(value, bool):
+        return False
+    types: dict[str, Any] = {"int": int, "number": (int, float), "str": str, "bool": bool, "list": list,
+                             "mapping": dict, "any": object}
+    return isinstance(value, types[kind])
+
+
+def _describe(spec: Spec) -> str:
+    words = _KIND_WORDS[spec.kind]
+    if spec.lo is not None and spec.hi is not None:
+        words += f" from {spec.lo:g} to {spec.hi:g}"
+    elif spec.lo is not None:
+        words += f" >= {spec.lo:g}"
+    elif spec.hi is not None:
+        words += f" <= {spec.hi:g}"
+    return words + (" or null" if spec.null else "")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value)}"
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _join(field: str, name: Any) -> str:
+    return f"{field}.{name}" if field else str(name)
+
+
+def schema_problem(value: Any, spec: Spec, field: str = "") -> tuple[str, str] | None:
+    """``(field, what is wrong)`` for the first part of ``value`` that ``spec`` refuses, else None."""
+    if value is None:
+        return None if spec.null else (field, f"must be {_describe(spec)}, got null")
+    if not _kind_ok(value, spec.kind):
+        return field, f"must be {_describe(spec)}, got {_show(value)}"
+    if spec.kind in ("int", "number"):
+        if spec.finite and not math.isfinite(value):
+            return field, f"must be a finite number, got {_show(value)}"
+        if (spec.lo is not None and not value >= spec.lo) or (spec.hi is not None and not value <= spec.hi):
+            return field, f"must be {_describe(spec)}, got {_show(value)}"
+    if isinstance(value, dict):
+        for key in value:
+            if spec.keys is not None and not (isinstance(key, str) and re.fullmatch(spec.keys, key)):
+                return _join(field, key), f"is not a valid key here (expected {spec.keys!r})"
+        for name, sub in (spec.fields or {}).items():
+            if name not in value:
+                if not sub.optional:
+                    return _join(field, name), "is missing"
+                continue
+            problem = schema_problem(value[name], sub, _join(field, name))
+            if problem:
+                return problem
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    if spec.each is not None:
+        for key, item in items:
+            problem = schema_problem(item, spec.each, _join(field, key))
+            if problem:
+                return problem
+    return None
+
+
+def check_schema(value: Any, schema: Mapping[str, Spec], *, file: Path, prefix: str = "") -> None:
+    """Check the mapping ``value`` (read from ``file``; ``prefix``: where it sits in that file)
+    against ``schema`` (field -> :class:`Spec`); CheckpointError naming the file and the field."""
+    problem = schema_problem(value, Spec("mapping", fields=schema), prefix)
+    if problem:
+        field, what = problem
+        raise CheckpointError(f"{str(file)!r}: field {field or 'the whole document'!r} {what}; {DAMAGED}.")
+
+
+#: the JSON part of :func:`rng_state` (numpy's Mersenne Twister: 624 keys; Python's: 625 words)
+RNG_SCHEMA: dict[str, Spec] = {
+    "numpy": Spec("mapping", optional=True, null=True, fields={
+        "kind": Spec("str"), "keys": Spec("list", each=Spec("int", lo=0, hi=2**32 - 1)),
+        "pos": Spec("int", lo=0, hi=624), "has_gauss": Spec("int", lo=0, hi=1),
+        "cached_gaussian": Spec("number")}),
+    "python": Spec("mapping", optional=True, null=True, fields={
+        "version": Spec("int"), "state": Spec("list", each=Spec("int", lo=0, hi=2**32)),
+        "gauss_next": Spec("number", null=True)}),
+}
+_NUMBERS = Spec("list", optional=True, each=Spec("number"))
+#: ``meta.json`` as :func:`save_checkpoint` writes it (informational fields only type-checked)
+META_SCHEMA: dict[str, Spec] = {
+    "format": Spec("int"),
+    "step": Spec("int", lo=0, hi=MAX_INT, null=True, optional=True),
+    "epoch": Spec("int", lo=0, hi=MAX_INT, null=True, optional=True),
+    "batch_in_epoch": Spec("int", lo=0, hi=MAX_INT, null=True, optional=True),
+    "created": Spec("str", optional=True),
+    "versions": Spec("mapping", optional=True),
+    "nets": Spec("list", each=Spec("str")),
+    "optimizers": Spec("mapping", each=Spec("mapping", fields={
+        "state": Spec("mapping", keys=r"\d+", each=Spec("mapping")),
+        "param_groups": Spec("list", each=Spec("mapping", fields={
+            "params": Spec("list", each=COUNT), "lr": Spec("number", optional=True, lo=0)})),
+        "n_state": Spec("int", optional=True, lo=0)})),
+    "schedulers": Spec("mapping", each=Spec("mapping", fields={
+        "last_epoch": Spec("int", optional=True, lo=-1, hi=MAX_INT), "_step_count": Spec("int", optional=True),
+        "base_lrs": _NUMBERS, "_last_lr": _NUMBERS,
+        "lr_lambdas": Spec("list", optional=True, each=Spec("mapping", null=True))})),
+    "metrics": Spec("mapping", null=True, optional=True),
+    "meta": Spec("mapping"),
+    "files": Spec("mapping", each=Spec("mapping", fields={"sha256": Spec("str"), "bytes": COUNT})),
+}
 
 
 def _find(meta: Mapping[str, Any], *keys: str) -> Any:
@@ -287,7 +440,8 @@ def save_checkpoint(
 
 # -- load ------------------------------------------------------------------------------------
 def read_meta(path: Path) -> dict[str, Any]:
-    """Parse ``path/meta.json`` or raise CheckpointError."""
+    """Parse ``path/meta.json`` and check it against :data:`META_SCHEMA`, or raise
+    CheckpointError naming the file (and the field, for valid JSON with bad values)."""
     f = Path(path) / META_FILE
     if not f.is_file():
         raise CheckpointError(
@@ -303,6 +457,7 @@ def read_meta(path: Path) -> dict[str, Any]:
             f"{str(f)!r} is not a profond checkpoint of format {FORMAT_VERSION}; "
             "was it written by another program or profond version?"
         )
+    check_schema(doc, META_SCHEMA, file=f)
     return doc
 
 
@@ -379,6 +534,16 @@ def _load_optimizer(name: str, opt: Optimizer, part: dict[str, Any],
             f"optimizer {name!r} in {str(path)!r} has parameter groups of sizes "
             f"{[len(g['params']) for g in groups]}, this one {[len(c['params']) for c in current['param_groups']]}; {fix}."
         )
+    meta_file = str(path / META_FILE)
+    for i, (g, c) in enumerate(zip(groups, current["param_groups"], strict=True)):
+        where = f"optimizers.{name}.param_groups.{i}"
+        if g["params"] != c["params"]:  # state_dict() numbers the parameters 0, 1, ... in order
+            raise CheckpointError(f"{meta_file!r}: field {where + '.params'!r} does not number the "
+                                  f"parameters {c['params'][:1]}, ... in order; {DAMAGED}.")
+        for key, value in g.items():
+            if key not in ("params", "initial_lr") and key in c and not _same_kind(value, c[key]):
+                raise CheckpointError(f"{meta_file!r}: field {where + '.' + key!r} is {_show(value)}, but "
+                                      f"this optimizer's {key!r} is {_show(c[key])}; {fix}.")
     params = [p for g in opt.param_groups for p in g["params"]]
     index_to_param = {i: p for c, g in zip(current["param_groups"], opt.param_groups, strict=True)
                       for i, p in zip(c["params"], g["params"], strict=True)}
@@ -405,6 +570,28 @@ def _load_optimizer(name: str, opt: Optimizer, part: dict[str, Any],
         opt.load_state_dict(sd)
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"cannot load optimizer {name!r} from {str(path)!r} ({e}); {fix}.") from None
+    for i, (group, c) in enumerate(zip(opt.param_groups, current["param_groups"], strict=True)):
+        # e.g. Adam's groups loaded into SGD: no 'momentum' (torch fills only the keys it added later)
+        missing = sorted(set(c) - set(group) - {"initial_lr"})
+        if missing:
+            raise CheckpointError(f"{meta_file!r}: field 'optimizers.{name}.param_groups.{i}' has no "
+                                  f"{', '.join(map(repr, missing[:4]))}, which this {type(opt).__name__} "
+                                  f"needs; {fix}.")
+
+
+def _same_kind(saved: Any, current: Any) -> bool:
+    """Whether a saved optimizer setting can stand for the current one: numbers for numbers,
+    flags (or null) for flags, strings for strings, sequences of the same length."""
+    if current is None or isinstance(current, bool):
+        return saved is None or isinstance(saved, bool)
+    if isinstance(current, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool)
+    if isinstance(current, str):
+        return isinstance(saved, str)
+    if isinstance(current, (list, tuple)):
+        return (isinstance(saved, (list, tuple)) and len(saved) == len(current)
+                and all(_same_kind(s, c) for s, c in zip(saved, current, strict=True)))
+    return True
 
 
 def load_checkpoint(
@@ -443,8 +630,13 @@ def load_checkpoint(
     for name, sched in schedulers.items():
         try:
             sched.load_state_dict(doc["schedulers"][name])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise CheckpointError(f"cannot load scheduler {name!r} from {str(path)!r} ({e}); resume with the same sched config.") from None
+        for key in ("base_lrs", "_last_lr"):
+            n, groups = len(getattr(sched, key, None) or []), len(sched.optimizer.param_groups)
+            if n != groups:
+                raise CheckpointError(f"{str(path / META_FILE)!r}: field 'schedulers.{name}.{key}' holds {n} "
+                                      f"learning rates for {groups} parameter groups; {DAMAGED}.")
 
     out = dict(doc.get("meta") or {})
     out["extra_state"] = {k: v.to(map_location) for k, v in extra_t.items()}
@@ -495,19 +687,37 @@ class CheckpointManager:
         return [p for _, p in sorted(found)]
 
     def latest(self) -> Path | None:
-        """The newest complete checkpoint: the one ``latest.json`` names if it is intact,
-        else the newest ``step_*`` folder with a readable ``meta.json``."""
-        pointer = self.dir / "latest.json"
-        try:
-            target = self.dir / json.loads(pointer.read_text(encoding="utf-8"))["path"]
-            if STEP_RE.match(target.name) and _is_complete(target):
-                return target
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        """The newest complete checkpoint: the one ``latest.json`` names, else (no pointer, or
+        one naming a vanished folder) the newest ``step_*`` folder with a readable ``meta.json``;
+        ``None`` when there is no step folder at all.
+
+        A crash never leaves a step folder with a bad ``meta.json`` (folders are renamed into
+        place complete), so a damaged one is reported, not skipped: CheckpointError naming the
+        file and what is wrong, when ``latest.json`` names it or when no step folder is readable.
+        """
+        target = self._pointer()
+        if target is not None and (target / META_FILE).is_file():
+            read_meta(target)  # raises: the checkpoint latest.json names is damaged
+            return target
+        first_error: CheckpointError | None = None
         for folder in reversed(self.step_folders()):
-            if _is_complete(folder):
-                return folder
+            try:
+                read_meta(folder)
+            except CheckpointError as e:
+                first_error = first_error or e
+                continue
+            return folder
+        if first_error is not None:
+            raise first_error
         return None
+
+    def _pointer(self) -> Path | None:
+        """The step folder ``latest.json`` names, if it is readable and names one."""
+        try:
+            name = json.loads((self.dir / "latest.json").read_text(encoding="utf-8"))["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return self.dir / name if isinstance(name, str) and STEP_RE.match(name) else None
 
     def best(self) -> Path | None:
         folder = self.dir / "best"
@@ -518,7 +728,10 @@ class CheckpointManager:
         if best is None or not self.monitor:
             return None
         value = (read_meta(best).get("metrics") or {}).get(self.monitor)
-        return None if value is None else float(value)
+        try:
+            return None if value is None else float(value)
+        except (TypeError, ValueError):  # a damaged best/ is replaced by the next best
+            return None
 
     # -- writing
     def clean_tmp(self) -> None:

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from ..errors import ConfigError
 
-__all__ = ["Range", "PosInt", "NonNegInt", "Prob", "coerce", "check_choice"]
+__all__ = ["Range", "PosInt", "NonNegInt", "Prob", "Seed", "coerce", "check_choice"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ PosInt = Annotated[int, Range(1)]
 NonNegInt = Annotated[int, Range(0)]
 #: a probability in [0, 1), 1 excluded (a dropout rate of 1 would drop everything)
 Prob = Annotated[float, Range(0, 1, hi_open=True)]
+#: a random seed (numpy's range)
+Seed = Annotated[int, Range(0, 2**32 - 1)]
 
 
 def _canon(value: object) -> str:

@@ -42,7 +42,11 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, sa
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ProfondError into a one-line message and exit code 2."""
+    """Turn ProfondError into a one-line message and exit code 2; so too an OSError of the
+    filesystem about a named path (a full or read-only disk, no permission, a file where a
+    folder should be, a name too long: :data:`profond.base.io.FS_ERROR_FIXES`), which the
+    user fixes, not the program. Any other exception stays a traceback (a bug)."""
+    from ..base.io import FS_ERROR_FIXES, os_error_message
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -51,6 +55,12 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ProfondError as e:
             err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            if e.filename is None or e.errno not in FS_ERROR_FIXES:
+                raise
+            err.print(f"[red]error:[/red] {escape(os_error_message(e))}", highlight=False, markup=True,
+                      soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted.")
             raise typer.Exit(130) from None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from ..errors import ProfondError
 from ..methods.capabilities import Reconstructs, SamplesImages, TranslatesImages, supports
@@ -27,10 +29,18 @@ from .common import (
 FEATURES = ("fmnist", "inception")
 
 
+def sample_batches(method: Any, n: int, *, seed: int, batch_size: int, labels: Any = None) -> Iterator[Any]:
+    """``n`` samples, ``batch_size`` at a time (seed ``seed`` for the first batch, a distinct one
+    per batch): only one batch is drawn at a time."""
+    for k, i in enumerate(range(0, n, batch_size)):
+        b = min(batch_size, n - i)
+        lab = None if labels is None else labels[i: i + b]
+        yield method.sample(b, seed=seed if k == 0 else seed * 1_000_003 + k, labels=lab).cpu()
+
+
 def draw_samples(method: Any, n: int, *, seed: int, batch_size: int, show_progress: bool,
                  labels: Any = None) -> Any:
-    """``n`` samples in batches (seed ``seed`` for the first batch, a distinct one per batch), with
-    a progress bar on stderr."""
+    """``n`` samples in batches (:func:`sample_batches`) as one tensor, with a progress bar on stderr."""
     import torch
     from rich.progress import (
         BarColumn,
@@ -44,12 +54,23 @@ def draw_samples(method: Any, n: int, *, seed: int, batch_size: int, show_progre
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True, disable=not show_progress) as bar:
         task = bar.add_task("sampling", total=n)
-        for k, i in enumerate(range(0, n, batch_size)):
-            b = min(batch_size, n - i)
-            lab = None if labels is None else labels[i: i + b]
-            chunks.append(method.sample(b, seed=seed if k == 0 else seed * 1_000_003 + k, labels=lab).cpu())
-            bar.advance(task, b)
+        for x in sample_batches(method, n, seed=seed, batch_size=batch_size, labels=labels):
+            chunks.append(x)
+            bar.advance(task, len(x))
     return torch.cat(chunks)
+
+
+def check_sample_metrics_fit(method: Any, net: Any, n: int, batch_size: int) -> None:
+    """Refuse ``--n`` samples whose features would not fit in memory: the statistics hold the
+    float64 features and class probabilities of every sample (twice while they are gathered),
+    the images only one ``--batch-size`` batch at a time."""
+    from ..base.limits import check_fits
+
+    c, h, w = method.test_images(1)[0].shape[1:]
+    per_sample = 2 * 8 * (int(getattr(net, "feature_dim", 0) or 2048) + int(getattr(net, "num_classes", 0) or 1008))
+    nbytes = n * per_sample + min(n, batch_size) * c * h * w * 4
+    check_fits(nbytes, f"--n {n:,} samples (their features for the sample metrics)",
+               "lower --n (10,000 is the customary size), or --n 0 for the test-set metrics only")
 
 
 def sample_metrics(method: Any, n: int, *, features: str, seed: int, batch_size: int, device: str,
@@ -58,10 +79,10 @@ def sample_metrics(method: Any, n: int, *, features: str, seed: int, batch_size:
     test images."""
     from ..metrics.generative import evaluate_samples
 
-    fake = draw_samples(method, n, seed=seed, batch_size=batch_size, show_progress=show_progress)
     real, _ = method.test_images()
+    fake = sample_batches(method, n, seed=seed, batch_size=batch_size)
     return evaluate_samples(fake, real, features=features, device=device, batch_size=batch_size,
-                            progress=show_progress)
+                            progress=show_progress, n_fake=n)
 
 
 @app.command("eval", epilog=examples(
@@ -103,10 +124,10 @@ def eval_(
         raise ProfondError(f"method {name!r} has no test set to evaluate.")
     samples = bool(n) and supports(method, SamplesImages)
     dev = str(trainer.env.device)
-    if samples:  # a missing feature net fails now, not after the long evaluation
+    if samples:  # a missing feature net or too many samples fail now, not after the long evaluation
         from ..metrics.generative import load_feature_net
 
-        load_feature_net(features, device=dev)
+        check_sample_metrics_fit(method, load_feature_net(features, device=dev), n, batch_size)
     metrics: dict[str, Any] = dict(trainer.evaluate(test, detailed=True))
     metrics["checkpoint"] = str(trainer.checkpoint_path)
     metrics["method"] = name
@@ -130,9 +151,9 @@ def eval_(
             continue
         if isinstance(v, dict) and k.startswith("per_class_"):
             for c, a in v.items():
-                t.add_row(f"  {c}", f"{a:.4f}" if isinstance(a, float) else str(a))
+                t.add_row(escape(f"  {c}"), f"{a:.4f}" if isinstance(a, float) else escape(str(a)))
         elif not isinstance(v, (dict, list)):  # big dicts / lists (kl_per_dim, ROC points, ...): eval.json only
-            t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+            t.add_row(escape(k), f"{v:.4f}" if isinstance(v, float) else escape(str(v)))
     out.print(t)
     if isinstance(metrics.get("class_histogram"), dict):
         show("class histogram of the samples: see eval.json")

@@ -32,6 +32,8 @@ from .common import (
 from .evaluate import draw_samples
 
 DEFAULT_N = 64
+#: the most images one samples.png (or translation figure) holds: a 100 x 100 grid
+MAX_GRID_IMAGES = 10_000
 
 
 @app.command(epilog=examples(
@@ -83,11 +85,16 @@ def sample(
     """
     import torch
 
+    from ..base.limits import check_count, check_fits
     from ..data.inputs import pick_indices
-    from ..viz.images import save_grid
+    from ..viz.images import grid_size, save_grid
 
     if n is not None and n < 1:
         raise ProfondError(f"--n {n}: draw at least one sample.")
+    if n is not None:
+        check_count(n, MAX_GRID_IMAGES, "--n (the images of one figure)",
+                    "draw several figures with different --seed, or use `profond eval RUN --n N` for the "
+                    "sample metrics of many images")
     method, trainer = load_method(run_dir, checkpoint=checkpoint, device=device, data_dir=data_dir)
     folder = Path(out_dir) if out_dir else Path(run_dir)
     name = trainer.cfg.method.name
@@ -110,8 +117,17 @@ def sample(
     if not sampler and not recon:
         raise ProfondError(f"method {name!r} cannot sample new images: {method.no_sampling_reason}; use a VAE, GAN "
                            "or diffusion run (`profond sample RUN --recon` writes reconstructions instead).")
+    if nrow is not None and nrow < 1:
+        raise ProfondError(f"--nrow {nrow}: use at least one image per row.")
     n = DEFAULT_N if n is None else n
     cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    if sampler:
+        c, h, w = method.test_images(1)[0].shape[1:]
+        gw, gh = grid_size(n, h, w, nrow=cols)
+        png = 3 * gw * gh  # uncompressed RGB pixels: what PIL holds and a bound on the file
+        what = f"samples.png of {n:,} images ({gw:,} x {gh:,} pixels)"
+        check_fits(n * c * h * w * 4 + 2 * png, what, "lower --n or --nrow")
+        check_fits(png, what, "lower --n, or write elsewhere with --out", memory=False, disk=folder)
     written = []
     if sampler:
         labels = None

@@ -32,6 +32,12 @@ from .common import (
 )
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
+#: the most tokens one ``profond generate`` writes (--n x --length): ten million characters
+#: of a character model, already more text than a console or an editor shows
+MAX_GENERATE_TOKENS = 10_000_000
+#: memory and disk allowed per generated token: its text (a BPE token is several characters,
+#: UTF-8 up to 4 bytes each), the Python copies and the joined file
+BYTES_PER_TOKEN = 32
 
 
 @app.command(epilog=examples(
@@ -61,16 +67,21 @@ def generate(
     from softmax(logits / T), restricted to the --top-k most likely and to the --top-p nucleus.
     """
     from ..base.io import atomic_write_text
+    from ..base.limits import check_count, check_fits
 
     check_checkpoint(checkpoint)
     check_sampling(temperature, top_k, top_p)
     if n < 1 or length < 0:
         raise ProfondError("--n must be >= 1 and --length >= 0.")
+    folder = Path(out_dir) if out_dir else Path(run_dir)
+    check_count(n * max(length, 1), MAX_GENERATE_TOKENS, f"--n {n:,} x --length {length:,} (tokens to generate)",
+                "lower --n or --length")
+    nbytes = n * (length * BYTES_PER_TOKEN + 2 * len(prompt.encode()) + len(SEPARATOR))
+    check_fits(nbytes, f"--n {n:,} texts of --length {length:,}", "lower --n or --length", disk=folder)
     require(run_dir, "generate", GeneratesText)
     method, _ = load_method(run_dir, checkpoint=checkpoint, device=device, data_dir=data_dir)
     texts = method.generate(prompt, n=n, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                             seed=seed)
-    folder = Path(out_dir) if out_dir else Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "generated.txt"
     atomic_write_text(path, SEPARATOR.join(texts) + "\n")

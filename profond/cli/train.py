@@ -30,7 +30,8 @@ def train(
     recipe: str = typer.Option(None, "--recipe", "-r", help="Named recipe (see `profond list recipes`)."),
     out_dir: str = typer.Option(None, "--out", "-o", help="Parent folder of run folders (default runs/)."),
     name: str = typer.Option(None, "--name", help="Run folder name (default MODEL-DATASET-TIMESTAMP)."),
-    resume: Path = typer.Option(None, "--resume", help="Resume the run in this folder from its last checkpoint."),
+    resume: Path = typer.Option(None, "--resume", help="Resume the run in this folder from its last checkpoint; --epochs/--lr/--set may change "
+                                "its length, LR, schedule, logging (not its model, data or optimizer)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(None, "--seed", help="Random seed (the run is reproducible from its config)."),
     data_dir: DataDirOpt = None,
@@ -59,6 +60,11 @@ def train(
         C.apply_overrides(cfg, overrides)
         C.resolve_method(cfg)
         C.validate(cfg)
+        from ..train.resume import check_run
+
+        # before anything is built, locked or written: the checkpoint's metadata, and the
+        # changes a resume may make (applied and recorded) or not (refused, exit 2)
+        check_run(resume, cfg)
         _exit_status(run_train(cfg, run_dir=resume, resume=True))
         return
     if model is None and recipe is None and config is None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 
+from ..base.io import create_temp
 from ..errors import DatasetError
 
 CHUNK = 1 << 20
@@ -52,19 +53,23 @@ def _progress_bar(total: int | None, label: str):
     return progress, task
 
 
-def fetch(url: str, dest: str | os.PathLike, sha256: str, progress: bool = True) -> Path:
+def fetch(url: str, dest: str | os.PathLike, sha256: str | Collection[str], progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` and check its SHA-256; return ``dest``.
 
+    ``sha256``: the expected hash, or the hashes of every known distribution of the file
+    (the same data gzipped differently): the bytes must be exactly one of them.
     The data is streamed to a temporary file in ``dest``'s folder, then renamed
     atomically (``os.replace``). A hash mismatch deletes the temporary file and raises
-    :class:`DatasetError` naming the URL and both hashes; a failed transfer raises
+    :class:`DatasetError` naming the URL and the hashes; a failed transfer raises
     :class:`DownloadError` (a DatasetError) and leaves nothing behind either.
     A progress bar is drawn on stderr when ``progress`` is true and stderr is a TTY.
     """
     dest = Path(dest)
+    expected = [sha256.lower()] if isinstance(sha256, str) else [h.lower() for h in sha256]
+    if not expected:
+        raise ValueError("fetch needs at least one expected SHA-256")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = create_temp(dest.parent, f".{dest.name}.", ".part")  # mode 0666 less the umask
     digest = hashlib.sha256()
     bar, task = None, None
     try:
@@ -94,12 +99,11 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str, progress: bool = True)
             out.flush()
             os.fsync(out.fileno())
         got = digest.hexdigest()
-        if got != sha256.lower():
+        if got not in expected:
             raise DatasetError(
-                f"SHA-256 mismatch for {url}: expected {sha256.lower()}, got {got}. "
+                f"SHA-256 mismatch for {url}: expected {' or '.join(expected)}, got {got}. "
                 "The file was deleted; the server may be serving a different or corrupt file."
             )
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; make it a normal file
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -108,12 +112,6 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str, progress: bool = True)
         if bar is not None:
             bar.stop()
     return dest
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
-    os.umask(mask)
-    return mask
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -42,23 +42,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base.coerce import Range, Seed
 from ..config import RunConfig
 from ..contract import Env, StepContext
 from ..data import Batches
+from ..data.vision import DEFAULT_VAL_MAX, default_val_size
 from ..errors import ConfigError
 from ..models.ae import AutoEncoder, MLPEncoder
 from ..registry import METHODS
 from .capabilities import Reconstructs
 from .generative import EncodedLatent, GenerativeMethod, batched
 
-LOSSES = ("mse", "bce")
-NOISES = ("none", "gaussian", "salt-pepper")
 #: PSNR is capped at 100 dB (MSE floor 1e-10) so a perfect reconstruction stays finite
 MSE_FLOOR = 1e-10
 
@@ -66,25 +66,25 @@ MSE_FLOOR = 1e-10
 @dataclass
 class AutoencoderOptions:
     #: mse | bce (per-image sums)
-    loss: str = "mse"
+    loss: Literal["mse", "bce"] = "mse"
     #: none | gaussian | salt-pepper (denoising AE)
-    noise: str = "none"
-    #: σ of the Gaussian noise, or the fraction of salt-and-pepper pixels
-    noise_level: float = 0.3
+    noise: Literal["none", "gaussian", "salt-pepper"] = "none"
+    #: σ of the Gaussian noise, or the fraction of salt-and-pepper pixels (then at most 1)
+    noise_level: Annotated[float, Range(0), "0: no noise; salt-pepper: a fraction in [0, 1]"] = 0.3
     #: weight of Σ_j |z_j| (sparse AE)
-    l1_code: float = 0.0
+    l1_code: Annotated[float, Range(0), "a penalty weight, 0: off"] = 0.0
     #: weight of Σ_j KL(ρ ‖ ρ̂_j) on sigmoid codes (sparse AE)
-    kl_sparsity: float = 0.0
+    kl_sparsity: Annotated[float, Range(0), "a penalty weight, 0: off"] = 0.0
     #: target mean activation ρ of the KL sparsity penalty
-    rho: float = 0.05
+    rho: Annotated[float, Range(0, 1, lo_open=True, hi_open=True), "a target activation, e.g. 0.05"] = 0.05
     #: weight of ‖J_f(x)‖_F² (contractive AE)
-    contractive: float = 0.0
+    contractive: Annotated[float, Range(0), "a penalty weight, 0: off"] = 0.0
     #: one-class anomaly detection: train on this class only (None = all classes)
-    normal_class: int | None = None
+    normal_class: Annotated[int, Range(0), "a class index, null: all classes"] | None = None
     #: quantile of the normal validation scores used as the anomaly threshold
-    anomaly_quantile: float = 0.95
+    anomaly_quantile: Annotated[float, Range(0, 1, lo_open=True, hi_open=True), "e.g. 0.95"] = 0.95
     #: seed of the evaluation noise
-    eval_seed: int = 0
+    eval_seed: Seed = 0
 
 
 def corrupt(x: Tensor, noise: str, level: float, generator: torch.Generator | None = None) -> Tensor:
@@ -164,24 +164,13 @@ class AutoencoderMethod(GenerativeMethod, Reconstructs, EncodedLatent):
     def check_options(self) -> None:
         if self._checked:
             return
+        # types and ranges: the annotations of AutoencoderOptions (checked by parse_options)
         o = self.opts
-        if o.loss not in LOSSES:
-            raise ConfigError(f"bad value for 'method.loss': {o.loss!r}. Valid values: {', '.join(LOSSES)}.")
-        if o.noise not in NOISES:
-            raise ConfigError(f"bad value for 'method.noise': {o.noise!r}. Valid values: {', '.join(NOISES)}.")
-        if o.noise == "salt-pepper" and not 0 <= o.noise_level <= 1:
-            raise ConfigError("bad value for 'method.noise_level': a salt-and-pepper fraction is in [0, 1].")
-        if o.noise_level < 0:
-            raise ConfigError("bad value for 'method.noise_level': must be >= 0.")
-        for key in ("l1_code", "kl_sparsity", "contractive"):
-            if getattr(o, key) < 0:
-                raise ConfigError(f"bad value for 'method.{key}': a penalty weight must be >= 0.")
-        if not 0 < o.rho < 1:
-            raise ConfigError(f"bad value for 'method.rho': {o.rho}; a target activation is in (0, 1).")
-        if not 0 < o.anomaly_quantile < 1:
-            raise ConfigError("bad value for 'method.anomaly_quantile': must be in (0, 1), e.g. 0.95.")
+        if o.noise == "salt-pepper" and o.noise_level > 1:
+            raise ConfigError(f"bad value for 'method.noise_level': {o.noise_level}; a salt-and-pepper "
+                              "fraction of pixels is in [0, 1].")
         c, k = o.normal_class, len(self.classes)
-        if c is not None and not 0 <= c < k:
+        if c is not None and c >= k:
             raise ConfigError(f"bad value for 'method.normal_class': {c}; the dataset "
                               f"{self.cfg.data.name!r} has classes 0..{k - 1} ({', '.join(self.classes)}).")
         self._checked = True
@@ -196,8 +185,11 @@ class AutoencoderMethod(GenerativeMethod, Reconstructs, EncodedLatent):
         train, val = super().build_loaders(x, y, keep_class=c)
         if val is None:
             d = self.cfg.data
+            used = default_val_size(d.val_size, len(self.data.train_x if x is None else x))
+            size = f"data.val_size={used}" if d.val_size is not None else (
+                f"data.val_size=null ({used} images: a tenth of the training set, at most {DEFAULT_VAL_MAX})")
             raise ConfigError(f"method.normal_class={c} needs normal validation images to pick the anomaly "
-                              f"threshold; data.val_size={d.val_size} holds none: raise data.val_size.")
+                              f"threshold; {size} holds none of class {c}: raise data.val_size.")
         return train, val
 
     # -- pieces ---------------------------------------------------------------------------------

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 
+from ..base.coerce import Prob, Range
 from ..config import RunConfig
 from ..contract import Env, Method, StepContext
 from ..data import Batches, build_augment
-from ..errors import ConfigError
 from ..models.transfer import freeze, load_weights
 from ..registry import METHODS, MODELS
 from .imagedata import eval_loader, load_image_data, split_loaders
@@ -38,9 +38,9 @@ def confusion_figure(metrics: dict[str, Any], classes: list[str], folder: Path, 
 @dataclass
 class ClassifierOptions:
     #: ε of label smoothing (0 = plain cross-entropy)
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[Prob, "0: plain cross-entropy"] = 0.0
     #: λ of an L1 penalty λ·Σ|w| on weight matrices/kernels (biases and norms excluded), course §3.3
-    l1: float = 0.0
+    l1: Annotated[float, Range(0), "0: no penalty"] = 0.0
 
 
 @METHODS.register("classifier", help="image classification with cross-entropy (ch. 1, 3, 4)")
@@ -49,11 +49,7 @@ class Classifier(Method):
     monitor = ("val_accuracy", "max")
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
-        super().__init__(cfg, env)
-        if not 0.0 <= self.opts.label_smoothing < 1.0:
-            raise ConfigError("bad value for 'method.label_smoothing': must be in [0, 1).")
-        if self.opts.l1 < 0:
-            raise ConfigError("bad value for 'method.l1': must be >= 0.")
+        super().__init__(cfg, env)  # options: types and ranges from ClassifierOptions' annotations
         self.data = load_image_data(cfg, env)
         self.classes = list(self.data.classes)
         model = MODELS.build(cfg.model.name, in_shape=tuple(self.data.shape),

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..base.coerce import NonNegInt, PosInt
 from ..config import RunConfig
 from ..contract import Callback, Env, Method, StepContext
 from ..data.loader import Batches
@@ -41,23 +42,25 @@ from ..errors import ConfigError
 from ..registry import METHODS, MODELS
 from .sequence import _build_dataset
 
-STRATEGIES = ("recursive", "direct")
+#: recursive (autoregressive one-step model) | direct (model.horizon = eval_horizon)
+Strategy = Literal["recursive", "direct"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 PLOT_FILE = "forecast.png"
 
 
 @dataclass
 class ForecastOptions:
     #: steps of history each window feeds the model
-    input_len: int = 30
+    input_len: PosInt = 30
     #: steps of the multi-step evaluation
-    eval_horizon: int = 7
+    eval_horizon: PosInt = 7
     #: recursive (autoregressive one-step model) | direct (model.horizon = eval_horizon)
-    strategy: str = "recursive"
+    strategy: Strategy = "recursive"
     #: shift each window by its last input value (the model forecasts the change from it; the
     #: trend of CO2 takes the test split above every training value)
     center: bool = True
     #: recursive multi-step forecasts drawn on the test plot (0: no plot)
-    plot_forecasts: int = 4
+    plot_forecasts: Annotated[NonNegInt, "0: no plot"] = 4
     #: keyword options of the dataset builder, e.g. ``{gaps: drop}``
     dataset: dict[str, Any] = field(default_factory=dict)
 
@@ -107,16 +110,7 @@ class ForecastMethod(Method):
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env)
-        o = self.opts
-        if o.input_len < 1:
-            raise ConfigError("bad value for 'method.input_len': must be >= 1.")
-        if o.eval_horizon < 1:
-            raise ConfigError("bad value for 'method.eval_horizon': must be >= 1.")
-        if o.strategy not in STRATEGIES:
-            raise ConfigError(f"bad value for 'method.strategy': {o.strategy!r}. Valid values: "
-                              f"{', '.join(STRATEGIES)}.")
-        if o.plot_forecasts < 0:
-            raise ConfigError("bad value for 'method.plot_forecasts': must be >= 0.")
+        o = self.opts  # types, choices and ranges: the annotations of ForecastOptions
         self.data: SeriesData = _build_dataset(cfg, o.dataset, env.is_main and not cfg.train.quiet, SeriesData,
                                                "a time series; use co2, sunspots or elnino")
         model = MODELS.build(cfg.model.name, **cfg.model.args)

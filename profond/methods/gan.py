@@ -64,54 +64,58 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from ..base.coerce import NonNegInt, PosInt, Range, Seed
 from ..config import RunConfig
 from ..contract import Callback, Env, StepContext
 from ..errors import ConfigError, ProfondError, TrainingDiverged
 from ..registry import METHODS
 from .capabilities import Artifacts, ExploresLatent, LatentRequest, SamplesImages
-from .gan_losses import LOSSES, check_loss, d_loss, g_loss, gradient_penalty
+from .gan_losses import LOSSES, GANLoss, d_loss, g_loss, gradient_penalty
 from .generative import GenerativeMethod, slerp
 
 #: losses whose D output is a logit: D(x) is reported as sigmoid(logit)
 LOGIT_LOSSES = ("minimax", "non-saturating")
 #: losses for which "D(x) ≈ 1 and D(G(z)) ≈ 0" is meaningful (collapse guard)
 GUARDED_LOSSES = ("minimax", "non-saturating", "least-squares")
+#: an adversarial loss option (GAN, pix2pix, SRGAN, CycleGAN): the choices of gan_losses.LOSSES,
+#: which a test keeps equal
 
 
 @dataclass
 class GANOptions:
     #: minimax (eq. 8.1) | non-saturating (§8.3.2) | wasserstein | hinge | least-squares
-    loss: str = "non-saturating"
+    loss: GANLoss = "non-saturating"
     #: D (critic) updates per G update (5 for WGAN / WGAN-GP)
-    n_critic: int = 1
+    n_critic: Annotated[PosInt, "1: alternate D and G"] = 1
     #: weight λ of the gradient penalty (eq. 8.16; 10 for WGAN-GP, 0 = none)
-    gp_weight: float = 0.0
+    gp_weight: Annotated[float, Range(0), "0: no gradient penalty"] = 0.0
     #: WGAN weight clipping: clamp D's parameters to [-clip, clip] after each D update (0 = none)
-    clip: float = 0.0
+    clip: Annotated[float, Range(0), "0: no clipping"] = 0.0
     #: consecutive steps with D(x) > 1 - eps and D(G(z)) < eps before TrainingDiverged (0 = off)
-    collapse_steps: int = 500
+    collapse_steps: Annotated[NonNegInt, "0: no collapse guard"] = 500
     #: the eps of that test
-    collapse_eps: float = 0.01
-    #: samples of the per-epoch FID / class histogram (0 = no sample metrics)
-    eval_n: int = 1000
-    #: feature net of that FID (profond.metrics.features: fmnist | inception)
-    eval_features: str = "fmnist"
+    collapse_eps: Annotated[float, Range(0, 0.5, lo_open=True, hi_open=True)] = 0.01
+    #: samples of the per-epoch FID / class histogram (0 = no sample metrics; 1 is refused: an
+    #: FID needs two samples)
+    eval_n: Annotated[NonNegInt, "0: no sample metrics"] = 1000
+    #: feature net of that FID (profond.metrics.features.FEATURE_NETS)
+    eval_features: Literal["fmnist", "inception"] = "fmnist"
     #: seed of the evaluation samples
-    eval_seed: int = 0
+    eval_seed: Seed = 0
     #: images in the fixed-noise grid written each epoch (0 = no grid)
-    grid_n: int = 64
+    grid_n: Annotated[NonNegInt, "0: no grid"] = 64
     #: seed of the grid's fixed noise
-    grid_seed: int = 1234
+    grid_seed: Seed = 1234
     #: mode-collapse monitor during training: every ``monitor_every``-th step (0 = off), the
     #: class histogram of ``monitor_n`` of that step's fakes under the eval feature net
-    monitor_every: int = 25
+    monitor_every: Annotated[NonNegInt, "0: no monitor"] = 25
     #: fakes classified by that monitor
-    monitor_n: int = 64
+    monitor_n: PosInt = 64
 
 
 class SampleGrid(Callback):
@@ -190,19 +194,9 @@ class GANMethod(GenerativeMethod, SamplesImages, ExploresLatent):
 
     @staticmethod
     def check_options(o: GANOptions) -> None:
-        check_loss(o.loss)
-        if o.n_critic < 1:
-            raise ConfigError(f"bad value for 'method.n_critic': {o.n_critic}; must be >= 1.")
-        if o.gp_weight < 0 or o.clip < 0:
-            raise ConfigError("method.gp_weight and method.clip must be >= 0 (0 = off).")
-        if o.collapse_steps < 0 or not 0 < o.collapse_eps < 0.5:
-            raise ConfigError("method.collapse_steps must be >= 0 (0 = off) and 0 < collapse_eps < 0.5.")
-        if o.eval_n < 0 or o.grid_n < 0:
-            raise ConfigError("method.eval_n and method.grid_n must be >= 0.")
+        """What the annotations of :class:`GANOptions` (types, choices, ranges) cannot say."""
         if o.eval_n == 1:
             raise ConfigError("method.eval_n=1: the FID needs at least 2 samples (0 = off).")
-        if o.monitor_every < 0 or o.monitor_n < 1:
-            raise ConfigError("method.monitor_every must be >= 0 (0 = off) and method.monitor_n >= 1.")
 
     # -- pieces ----------------------------------------------------------------------------
     def optimizer_params(self) -> dict[str, Any]:

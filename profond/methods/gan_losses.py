@@ -19,13 +19,18 @@ which is how the log terms are computed (stable for any logit).
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..base.coerce import check_choice
 
-LOSSES = ("minimax", "non-saturating", "wasserstein", "hinge", "least-squares")
+#: the adversarial losses, as an option type (``method.loss``)
+GANLoss = Literal["minimax", "non-saturating", "wasserstein", "hinge", "least-squares"]
+LOSSES: tuple[str, ...] = typing.get_args(GANLoss)
 
 
 def check_loss(kind: str) -> str:

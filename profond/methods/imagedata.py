@@ -11,6 +11,7 @@ from torch import Tensor
 from ..config import RunConfig
 from ..contract import Env
 from ..data import Batches, ImageData, load_dataset, train_val_split
+from ..data.vision import default_val_size
 from ..errors import ConfigError
 
 
@@ -25,14 +26,18 @@ def split_loaders(cfg: RunConfig, env: Env, x: Tensor, y: Tensor, *, norm: dict[
                   augment: Any = None, keep_class: int | None = None, num_classes: int | None = None,
                   channels_last: bool = False) -> tuple[Batches, Batches | None]:
     """Training and validation batches of ``x, y``: the seeded split of ``data.val_size``
-    examples, then ``keep_class`` (only that class in both parts), then ``data.subset``.
+    examples (``null``: a tenth of ``x``, at most 5000, see
+    :func:`~profond.data.vision.default_val_size`), then ``keep_class`` (only that class in
+    both parts), then ``data.subset``.
     ``norm``: the ``mean`` / ``std`` the batches standardise with; the validation batches are
     ``None`` when ``data.val_size`` is 0. ``num_classes`` (one-hot soft targets for Mixup /
     CutMix) and ``channels_last`` as in :class:`~profond.data.Batches`."""
     d = cfg.data
-    if d.val_size >= len(x):
-        raise ConfigError(f"data.val_size={d.val_size} leaves no training data ({len(x)} examples).")
-    tx, ty, vx, vy = train_val_split(x, y, d.val_size, seed=cfg.train.seed)
+    val_size = default_val_size(d.val_size, len(x))
+    if val_size >= len(x):
+        raise ConfigError(f"data.val_size={val_size} leaves no training data ({len(x)} examples in "
+                          f"{d.name!r}): lower it, or set data.val_size=null (a tenth of them).")
+    tx, ty, vx, vy = train_val_split(x, y, val_size, seed=cfg.train.seed)
     if keep_class is not None:
         tx, ty, vx, vy = tx[ty == keep_class], ty[ty == keep_class], vx[vy == keep_class], vy[vy == keep_class]
     if d.subset is not None:

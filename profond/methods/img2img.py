@@ -41,12 +41,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base.coerce import NonNegInt, PosInt, Range
 from ..config import RunConfig
 from ..contract import Env, StepContext
 from ..data.inputs import MAX_EXAMPLES, parse_input, read_image
@@ -55,10 +56,8 @@ from ..registry import METHODS, MODELS
 from ..viz.images import save_image_table
 from .autoencoder import psnr
 from .capabilities import Artifacts, Table, TranslatesImages, TranslationRequest
-from .gan_losses import check_loss, d_loss, g_loss
+from .gan_losses import GANLoss, d_loss, g_loss
 from .generative import GenerativeMethod, batched
-
-TASKS = ("edges", "inpaint")
 
 
 def sobel_edges(x01: Tensor) -> Tensor:
@@ -88,40 +87,60 @@ def ssim(a: Tensor, b: Tensor, window: int = 7) -> Tensor:
     return kssim(a.float().clamp(0, 1), b.float().clamp(0, 1), window, max_val=1.0).flatten(1).mean(1)
 
 
+#: a loss weight: ``0`` turns the term off
+Weight = Annotated[float, Range(0), "a loss weight, 0: off"]
+#: test metrics on the first n test images only
+TestN = Annotated[int, Range(1), "null: all the test images"] | None
+#: the PatchGAN's stride-2 layers (each halves the image; see :func:`check_d_layers`)
+DLayers = Annotated[int, Range(1), "each layer halves the image"]
+
+
 @dataclass
 class Pix2PixOptions:
     #: edges | inpaint
-    task: str = "edges"
+    task: Literal["edges", "inpaint"] = "edges"
     #: adversarial loss (gan_losses.LOSSES)
-    loss: str = "non-saturating"
+    loss: GANLoss = "non-saturating"
     #: λ of the L1 term (Isola et al.: 100)
-    l1_weight: float = 100.0
+    l1_weight: Weight = 100.0
     #: weight of the generator's adversarial term (0 = plain L1 regression)
-    adv_weight: float = 1.0
-    #: inpaint: side of the centred masked square (None = round(3H/7): 12 on 28×28, 3 on 8×8)
-    mask_size: int | None = None
-    #: PatchGAN width and number of stride-2 layers
+    adv_weight: Weight = 1.0
+    #: inpaint: side of the centred masked square (None = round(3H/7): 12 on 28×28, 3 on 8×8),
+    #: at most the image's side
+    mask_size: Annotated[int, Range(1), "null: round(3H/7)"] | None = None
     #: test metrics on the first n test images only (None = all; a CPU time saver)
-    test_n: int | None = None
-    d_base: int = 32
-    d_layers: int = 2
+    test_n: TestN = None
+    #: PatchGAN width and number of stride-2 layers
+    d_base: PosInt = 32
+    d_layers: DLayers = 2
 
 
 @dataclass
 class SROptions:
-    loss: str = "non-saturating"
+    #: adversarial loss (gan_losses.LOSSES)
+    loss: GANLoss = "non-saturating"
     #: L1 pixel loss weight
-    pixel_weight: float = 1.0
+    pixel_weight: Weight = 1.0
     #: MSE on the fmnist feature net's 128-d features (0 = off: no feature net loaded)
-    feature_weight: float = 0.01
+    feature_weight: Weight = 0.01
     #: adversarial weight (SRGAN: 1e-3)
-    adv_weight: float = 1e-3
-    #: downsampling factor (avg pooling)
-    scale: int = 2
+    adv_weight: Weight = 1e-3
+    #: downsampling factor (avg pooling); the image's height and width are multiples of it
+    scale: Annotated[int, Range(2, 8), "the downsampling factor, e.g. 2"] = 2
     #: test metrics on the first n test images only (None = all; a CPU time saver)
-    test_n: int | None = None
-    d_base: int = 32
-    d_layers: int = 2
+    test_n: TestN = None
+    #: PatchGAN width and number of stride-2 layers
+    d_base: PosInt = 32
+    d_layers: DLayers = 2
+
+
+def check_d_layers(d_layers: int, image_shape: tuple[int, ...]) -> None:
+    """A PatchGAN of ``d_layers`` 4×4 stride-2 convolutions (padding 1) halves the image at each
+    one (``H -> H // 2``), so it needs ``2 ** d_layers <= min(H, W)`` to keep one logit."""
+    side = min(int(s) for s in image_shape[-2:])
+    if 2**d_layers > side:
+        raise ConfigError(f"bad value for 'method.d_layers': {d_layers}; each PatchGAN layer halves the "
+                          f"image, so {side}x{side} images allow at most {side.bit_length() - 1}.")
 
 
 # -- presentation: `profond sample RUN --input ...` ---------------------------------------------
@@ -190,9 +209,8 @@ class Img2ImgMethod(GenerativeMethod, TranslatesImages):
         self.nets = {"G": self.build_model(), "D": self.build_discriminator()}
 
     def check_options(self, o: Any) -> None:
-        check_loss(o.loss)
-        if o.adv_weight < 0:
-            raise ConfigError("bad value for 'method.adv_weight': must be >= 0.")
+        """What the annotations of the options (types, choices, ranges) cannot say."""
+        check_d_layers(o.d_layers, self.image_shape)
 
     def build_discriminator(self) -> nn.Module:
         raise NotImplementedError
@@ -333,13 +351,6 @@ class Pix2PixMethod(Img2ImgMethod):
         #: training-set mean image (all training images, [0, 1]): the naive baseline
         self.mean_image = (self.data.train_x.float().mean(0, keepdim=True) / 255.0).to(env.device)
 
-    def check_options(self, o: Pix2PixOptions) -> None:
-        super().check_options(o)
-        if o.task not in TASKS:
-            raise ConfigError(f"bad value for 'method.task': {o.task!r}. Valid values: {', '.join(TASKS)}.")
-        if o.l1_weight < 0:
-            raise ConfigError("bad value for 'method.l1_weight': must be >= 0.")
-
     def build_discriminator(self) -> nn.Module:
         o = self.opts
         return MODELS.build("patchgan", in_channels=2 * self.image_shape[0], base=o.d_base, n_layers=o.d_layers)
@@ -397,10 +408,6 @@ class SRGANMethod(Img2ImgMethod):
 
     def check_options(self, o: SROptions) -> None:
         super().check_options(o)
-        if o.scale < 2:
-            raise ConfigError("bad value for 'method.scale': must be >= 2.")
-        if min(o.pixel_weight, o.feature_weight) < 0:
-            raise ConfigError("method.pixel_weight / feature_weight must be >= 0.")
         if int(self.cfg.model.args.get("scale", 2)) != o.scale:
             raise ConfigError("model.scale and method.scale differ: set both to the same factor.")
 
@@ -506,22 +513,22 @@ class ImagePool:
 @dataclass
 class CycleGANOptions:
     #: class index of domain A and of domain B (Fashion-MNIST: 7 sneaker, 9 ankle boot)
-    domain_a: int = 7
-    domain_b: int = 9
+    domain_a: Annotated[NonNegInt, "a class index"] = 7
+    domain_b: Annotated[NonNegInt, "a class index"] = 9
     #: adversarial loss (Zhu et al. use least squares)
-    loss: str = "least-squares"
+    loss: GANLoss = "least-squares"
     #: weight of the two adversarial terms of the generator loss
-    adv_weight: float = 1.0
+    adv_weight: Weight = 1.0
     #: λ of the cycle-consistency L1 (Zhu et al.: 10)
-    cycle_weight: float = 10.0
+    cycle_weight: Weight = 10.0
     #: weight of the identity L1 ``|G_ab(b) − b| + |G_ba(a) − a|`` (Zhu et al.: 0.5 λ)
-    identity_weight: float = 5.0
+    identity_weight: Weight = 5.0
     #: size of each discriminator's history of fakes (Zhu et al.: 50; 0 = the current batch only)
-    pool_size: int = 50
+    pool_size: Annotated[NonNegInt, "0: the current batch only"] = 50
     #: PatchGAN width and number of stride-2 layers (on 28×28, 2: 7×7 logits seeing 18×18 patches;
     #: 3: 3×3 logits seeing 38×38, the whole garment: needed to judge a silhouette)
-    d_base: int = 32
-    d_layers: int = 2
+    d_base: PosInt = 32
+    d_layers: DLayers = 2
     #: rate of A->B translations classified as B by the fmnist feature net (None: only on fashion-mnist)
     classify: bool | None = None
 
@@ -570,17 +577,11 @@ class CycleGANMethod(GenerativeMethod, TranslatesImages):
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env, with_data=False)
-        o = self.opts
-        check_loss(o.loss)
+        o = self.opts  # types, choices and ranges: the annotations of CycleGANOptions
         k = len(self.classes)
-        if not (0 <= o.domain_a < k and 0 <= o.domain_b < k) or o.domain_a == o.domain_b:
+        if not (o.domain_a < k and o.domain_b < k) or o.domain_a == o.domain_b:
             raise ConfigError(f"method.domain_a / domain_b must be two different classes in 0..{k - 1}.")
-        if min(o.cycle_weight, o.identity_weight, o.adv_weight) < 0:
-            raise ConfigError("method.cycle_weight / identity_weight / adv_weight must be >= 0.")
-        if o.pool_size < 0:
-            raise ConfigError("bad value for 'method.pool_size': must be >= 0 (0 = no pool).")
-        if o.d_layers < 1:
-            raise ConfigError("bad value for 'method.d_layers': must be >= 1.")
+        check_d_layers(o.d_layers, self.image_shape)
         if cfg.model.name not in self.generators:
             raise ConfigError(f"method 'cyclegan' needs model.name in {list(self.generators)}, "
                               f"got {cfg.model.name!r}.")

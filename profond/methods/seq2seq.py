@@ -38,18 +38,19 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..base.coerce import NonNegInt, PosInt, Range
 from ..config import RunConfig
 from ..contract import Callback, Env, Method, StepContext
 from ..data.loader import mix_seed
-from ..data.text import DIRECTIONS, FrenchNumbers
+from ..data.text import FrenchNumbers
 from ..data.tokenize import CharTokenizer, load_tokenizer, pad_batch
-from ..errors import CheckpointError, ConfigError, ProfondError
+from ..errors import CheckpointError, ProfondError
 from ..registry import METHODS
 from .capabilities import Artifacts, AttentionMaps, TranslatesText
 from .sequence import TokenBatches, _build_dataset, _build_model
@@ -102,18 +103,18 @@ class _SaveTokenizers(Callback):
 
 @dataclass
 class Seq2SeqOptions:
-    #: words2digits ("vingt et un" -> "21") | digits2words
-    direction: str = "words2digits"
+    #: words2digits ("vingt et un" -> "21") | digits2words (profond.data.text.DIRECTIONS)
+    direction: Literal["words2digits", "digits2words"] = "words2digits"
     #: probability of reading the true previous token at the first training step
-    teacher_forcing_start: float = 1.0
+    teacher_forcing_start: Annotated[float, Range(0, 1), "a probability"] = 1.0
     #: ... and at the last one (linear in between; 1 and 1 = plain teacher forcing)
-    teacher_forcing_end: float = 1.0
+    teacher_forcing_end: Annotated[float, Range(0, 1), "a probability"] = 1.0
     #: evaluation decoding: 1 = greedy, K > 1 = beam search with K hypotheses
-    beam: int = 1
+    beam: Annotated[PosInt, "1: greedy"] = 1
     #: GNMT length penalty alpha of the beam search (0 = raw log-probability)
-    length_penalty: float = 0.0
+    length_penalty: Annotated[float, Range(0), "0: raw log-probability"] = 0.0
     #: most tokens decoded; 0 = the longest training target + 10
-    max_output_len: int = 0
+    max_output_len: Annotated[NonNegInt, "0: the longest training target + 10"] = 0
     #: sort pools of shuffled pairs by source length before batching (less padding)
     bucket: bool = True
     #: keyword options of the dataset builder, e.g. ``{n_train: 5000}``
@@ -130,16 +131,7 @@ class Seq2SeqMethod(Method, TranslatesText, AttentionMaps):
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env)
-        o = self.opts
-        if o.direction not in DIRECTIONS:
-            raise ConfigError(f"bad value for 'method.direction': {o.direction!r}. Valid values: {', '.join(DIRECTIONS)}.")
-        for name in ("teacher_forcing_start", "teacher_forcing_end"):
-            if not 0.0 <= getattr(o, name) <= 1.0:
-                raise ConfigError(f"bad value for 'method.{name}': must be in [0, 1].")
-        if o.beam < 1:
-            raise ConfigError("bad value for 'method.beam': must be >= 1 (1 = greedy).")
-        if o.max_output_len < 0:
-            raise ConfigError("bad value for 'method.max_output_len': must be >= 0 (0 = automatic).")
+        o = self.opts  # types, choices and ranges: the annotations of Seq2SeqOptions
         self.data: FrenchNumbers = _build_dataset(
             cfg, o.dataset, env.is_main and not cfg.train.quiet, FrenchNumbers,
             "a translation dataset; use french-numbers")

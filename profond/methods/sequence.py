@@ -43,13 +43,14 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..base.coerce import PosInt, Prob, Range
 from ..config import RunConfig
 from ..contract import Callback, Env, Method, StepContext
 from ..data.loader import mix_seed
@@ -61,6 +62,8 @@ from .capabilities import Artifacts, GeneratesText, TracesGates, check_sampling
 
 TOKENIZER_FILE = "tokenizer.json"
 LN2 = math.log(2.0)
+#: CharLMMethod.generate samples this many continuations at a time
+GENERATE_BATCH = 256
 
 
 # ----------------------------------------------------------------------------------------
@@ -253,15 +256,15 @@ def bow_baseline(train: Sequence[str], y_train: Sequence[int], analyzer: str, th
 @dataclass
 class TextClassifierOptions:
     #: auto (char for fortune-languages, bpe otherwise) | char | bpe
-    tokenizer: str = "auto"
+    tokenizer: Literal["auto", "char", "bpe"] = "auto"
     #: vocabulary size of the BPE tokenizer (4 specials + 256 bytes + merges)
-    bpe_vocab: int = 2000
+    bpe_vocab: Annotated[int, Range(261), "4 specials + 256 bytes + at least 1 merge"] = 2000
     #: texts are cut to this many tokens
-    max_len: int = 400
+    max_len: PosInt = 400
     #: sort pools of shuffled texts by length before batching (less padding)
     bucket: bool = True
     #: ε of label smoothing
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[Prob, "0: plain cross-entropy"] = 0.0
     #: fit and report the TF-IDF + logistic-regression baseline on val/test
     baseline: bool = True
     #: keyword options of the dataset builder, e.g. ``{max_per_class: 200}``
@@ -308,13 +311,7 @@ class TextClassifier(Method, RecurrentGates):
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env)
-        o = self.opts
-        if o.tokenizer not in ("auto", "char", "bpe"):
-            raise ConfigError(f"bad value for 'method.tokenizer': {o.tokenizer!r}. Valid values: auto, char, bpe.")
-        if o.max_len < 1:
-            raise ConfigError("bad value for 'method.max_len': must be >= 1.")
-        if not 0.0 <= o.label_smoothing < 1.0:
-            raise ConfigError("bad value for 'method.label_smoothing': must be in [0, 1).")
+        o = self.opts  # types, choices and ranges: the annotations of TextClassifierOptions
         _check_sizes(cfg, ("vocab_size", "num_classes"))
         self.data: TextClassData = _build_dataset(
             cfg, o.dataset, env.is_main and not cfg.train.quiet, TextClassData,
@@ -326,8 +323,6 @@ class TextClassifier(Method, RecurrentGates):
         if self.tokenizer_kind == "char":
             self.tokenizer: Tokenizer = CharTokenizer.fit(train_texts)
         else:
-            if o.bpe_vocab < 261:
-                raise ConfigError("bad value for 'method.bpe_vocab': must be >= 261 (4 specials + 256 bytes + 1).")
             self.tokenizer = BPETokenizer.train(train_texts, vocab_size=o.bpe_vocab)
         self.nets = {"model": _build_model(cfg, vocab_size=self.tokenizer.vocab_size,
                                            num_classes=len(self.classes))}
@@ -556,11 +551,11 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
 @dataclass
 class CharLMOptions:
     #: characters per truncated-BPTT segment (§5.3)
-    bptt: int = 128
+    bptt: PosInt = 128
     #: parallel streams of the val/test evaluation
-    eval_streams: int = 32
+    eval_streams: PosInt = 32
     #: cut the training text to this many characters (quick runs); null = all
-    max_train_chars: int | None = None
+    max_train_chars: Annotated[int, Range(2), "null: all the training text"] | None = None
     #: keyword options of the dataset builder, e.g. ``{files: [computers]}``
     dataset: dict[str, Any] = field(default_factory=dict)
 
@@ -575,11 +570,7 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
         super().__init__(cfg, env)
-        o = self.opts
-        if o.bptt < 1 or o.eval_streams < 1:
-            raise ConfigError("method.bptt and method.eval_streams must be >= 1.")
-        if o.max_train_chars is not None and o.max_train_chars < 2:
-            raise ConfigError("bad value for 'method.max_train_chars': must be >= 2 (or null).")
+        o = self.opts  # types and ranges: the annotations of CharLMOptions
         _check_sizes(cfg, ("vocab_size",))
         self.corpus: CharCorpus = _build_dataset(cfg, o.dataset, env.is_main and not cfg.train.quiet,
                                                  CharCorpus, "a character corpus; use fortune-chars")
@@ -712,22 +703,26 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         model = self.raw_nets.get("model", self.nets["model"])
         model.eval()
         device = next(model.parameters()).device
-        gen = torch.Generator(device=device).manual_seed(int(seed))
-        tokens = torch.tensor([context] * n, dtype=torch.int64, device=device)
-        logits, state = model(tokens)
-        last = logits[:, -1].float()
-        out = []
-        for _ in range(length):
-            if temperature == 0:
-                nxt = last.argmax(-1, keepdim=True)
-            else:
-                scaled = filter_logits(last / temperature, top_k, top_p)
-                nxt = torch.multinomial(F.softmax(scaled, dim=-1), 1, generator=gen)
-            out.append(nxt)
-            logits, state = model(nxt, state)
+        texts: list[str] = []
+        # GENERATE_BATCH continuations at a time, each batch with its own seed (the first one
+        # ``seed``): memory stays bounded whatever ``n``.
+        for k, start in enumerate(range(0, n, GENERATE_BATCH)):
+            b = min(GENERATE_BATCH, n - start)
+            gen = torch.Generator(device=device).manual_seed(int(seed) if k == 0 else int(seed) * 1_000_003 + k)
+            logits, state = model(torch.tensor([context] * b, dtype=torch.int64, device=device))
             last = logits[:, -1].float()
-        new = torch.cat(out, 1).tolist() if out else [[] for _ in range(n)]
-        return [prompt + self.tokenizer.decode(row) for row in new]
+            new = torch.empty(b, length, dtype=torch.int64, device=device)
+            for t in range(length):
+                if temperature == 0:
+                    nxt = last.argmax(-1, keepdim=True)
+                else:
+                    scaled = filter_logits(last / temperature, top_k, top_p)
+                    nxt = torch.multinomial(F.softmax(scaled, dim=-1), 1, generator=gen)
+                new[:, t:t + 1] = nxt
+                logits, state = model(nxt, state)
+                last = logits[:, -1].float()
+            texts += [prompt + self.tokenizer.decode(row) for row in new.tolist()]
+        return texts
 
 
 __all__ = ["TokenBatches", "StreamBatches", "TextClassifier", "CharLMMethod", "macro_f1", "bow_baseline",

@@ -50,12 +50,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base.coerce import NonNegInt, PosInt, Range, Seed
 from ..config import RunConfig
 from ..contract import Env, StepContext
 from ..errors import ConfigError
@@ -65,8 +66,6 @@ from .capabilities import Reconstructs, SamplesImages
 from .generative import EncodedLatent, GenerativeMethod, batched
 
 LOG_2PI = math.log(2 * math.pi)
-LIKELIHOODS = ("bernoulli", "gaussian")
-BINARIZE = ("none", "dynamic")
 #: threshold of Burda et al. (2016) for an "active" latent unit: Cov_x(E_q[z_j]) > 0.01
 ACTIVE_THRESHOLD = 0.01
 
@@ -194,27 +193,27 @@ def iwae_bound(model: nn.Module, x: Tensor, k: int, log_lik: LogLik = bernoulli_
 @dataclass
 class VAEOptions:
     #: bernoulli (BCE, §9.8) | gaussian (global σ, see learn_sigma)
-    likelihood: str = "bernoulli"
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     #: gaussian likelihood: the fixed σ, or the initial σ when learn_sigma
-    sigma: float = 0.1
+    sigma: Annotated[float, Range(0, lo_open=True), "a standard deviation"] = 0.1
     #: gaussian likelihood: learn one global log σ with the nets
     learn_sigma: bool = True
     #: weight of the KL term (β-VAE, eq. 9.23); 1 = the ELBO
-    beta: float = 1.0
+    beta: Annotated[float, Range(0), "the KL weight of eq. 9.23, 1: the ELBO"] = 1.0
     #: linear warm-up of β from 0 over this many optimizer steps (0 = none)
-    kl_anneal_steps: int = 0
+    kl_anneal_steps: Annotated[NonNegInt, "0: no warm-up"] = 0
     #: per-dimension KL floor λ in nats (free bits, Kingma et al. 2016; 0 = none)
-    free_bits: float = 0.0
+    free_bits: Annotated[float, Range(0), "nats, 0: off"] = 0.0
     #: samples of the IWAE training bound (eq. 9.29); 1 = the ELBO
-    iwae_k: int = 1
+    iwae_k: Annotated[PosInt, "1: the plain ELBO"] = 1
     #: none | dynamic (x ~ Bernoulli(x) for each batch)
-    binarize: str = "none"
+    binarize: Literal["none", "dynamic"] = "none"
     #: samples of the IWAE log-likelihood estimate in evaluate(detailed=True)
-    iwae_eval_k: int = 100
+    iwae_eval_k: Annotated[PosInt, "1: the plain ELBO"] = 100
     #: images of that estimate (the first n; None = all)
-    iwae_eval_n: int | None = 2000
+    iwae_eval_n: Annotated[int, Range(1), "null: all the images"] | None = 2000
     #: seed of all evaluation randomness (ε, binarization)
-    eval_seed: int = 0
+    eval_seed: Seed = 0
 
 
 class GlobalSigma(nn.Module):
@@ -252,29 +251,10 @@ class VAEMethod(GenerativeMethod, SamplesImages, Reconstructs, EncodedLatent):
 
     @staticmethod
     def check_options(o: VAEOptions) -> None:
-        if o.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"bad value for 'method.likelihood': {o.likelihood!r}. "
-                              f"Valid values: {', '.join(LIKELIHOODS)}.")
-        if o.binarize not in BINARIZE:
-            raise ConfigError(f"bad value for 'method.binarize': {o.binarize!r}. "
-                              f"Valid values: {', '.join(BINARIZE)}.")
+        """What the annotations of :class:`VAEOptions` (types, choices, ranges) cannot say."""
         if o.binarize != "none" and o.likelihood != "bernoulli":
             raise ConfigError("method.binarize is for the bernoulli likelihood (binary pixels); "
                               "with likelihood=gaussian set binarize=none.")
-        if o.beta < 0:
-            raise ConfigError(f"bad value for 'method.beta': {o.beta}; β weights the KL term "
-                              "(eq. 9.23) and must be >= 0.")
-        if o.sigma <= 0:
-            raise ConfigError(f"bad value for 'method.sigma': {o.sigma}; σ must be > 0.")
-        if o.kl_anneal_steps < 0:
-            raise ConfigError("bad value for 'method.kl_anneal_steps': must be >= 0 (0 = no warm-up).")
-        if o.free_bits < 0:
-            raise ConfigError("bad value for 'method.free_bits': λ must be >= 0 nats (0 = off).")
-        for key in ("iwae_k", "iwae_eval_k"):
-            if getattr(o, key) < 1:
-                raise ConfigError(f"bad value for 'method.{key}': must be >= 1 (1 = the plain ELBO).")
-        if o.iwae_eval_n is not None and o.iwae_eval_n < 1:
-            raise ConfigError("bad value for 'method.iwae_eval_n': must be >= 1 or null (all images).")
         if o.iwae_k > 1 and (o.beta != 1 or o.free_bits or o.kl_anneal_steps):
             raise ConfigError("method.iwae_k > 1 trains the IWAE bound (eq. 9.29), which has no β, free "
                               "bits or KL annealing: set beta=1, free_bits=0, kl_anneal_steps=0.")

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +52,11 @@ from .autoencoder import psnr
 from .capabilities import ExportsCodes, Reconstructs
 from .generative import GenerativeMethod, batched
 
-RECON_LOSSES = ("mse", "bce")
-
 
 @dataclass
 class VQVAEOptions:
     #: reconstruction term: ``mse`` (pixel MSE of sigmoid(logits)) or ``bce`` (binary cross-entropy on logits)
-    recon: str = "mse"
+    recon: Literal["mse", "bce"] = "mse"
 
 
 def recon_loss(logits: Tensor, x: Tensor, kind: str) -> Tensor:
@@ -78,10 +76,7 @@ class VQVAEMethod(GenerativeMethod, Reconstructs, ExportsCodes):
                           "fitted to the codes: `profond latent RUN --codes` exports them)")
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
-        super().__init__(cfg, env, with_data=with_data)
-        if self.opts.recon not in RECON_LOSSES:
-            raise ConfigError(f"bad value for 'method.recon': {self.opts.recon!r}. "
-                              f"Valid values: {', '.join(RECON_LOSSES)}.")
+        super().__init__(cfg, env, with_data=with_data)  # options checked by VQVAEOptions' annotations
         model = self.build_model()
         if not isinstance(model, VQVAE):
             raise ConfigError(f"method 'vqvae' needs a VQ-VAE model (model.name=vqvae), "

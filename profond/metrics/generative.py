@@ -32,7 +32,7 @@ All statistics are computed in float64 on the CPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from ..errors import ConfigError, ProfondError
 from .features import FEATURE_NETS, FeatureNet, check_images, load_feature_net
 
 __all__ = [
-    "FeatureNet", "load_feature_net", "extract", "fid", "frechet_distance", "gaussian_stats",
+    "FeatureNet", "load_feature_net", "extract", "extract_batches", "fid", "frechet_distance", "gaussian_stats",
     "kid", "inception_score", "precision_recall", "class_histogram", "evaluate_samples",
     "MISSING_FRACTION", "COLLAPSE_MAX_FRACTION", "COLLAPSE_MIN_ENTROPY",
 ]
@@ -126,6 +126,32 @@ def extract(net: torch.nn.Module, images: Tensor, batch_size: int = 500,
         if bar is not None:
             bar.stop()
         net.train(was_training)
+    return torch.cat(feats), torch.cat(probs)
+
+
+def extract_batches(net: torch.nn.Module, batches: Iterable[Tensor], *, total: int | None = None,
+                    batch_size: int = 500, progress: bool = False, what: str = "images") -> tuple[Tensor, Tensor]:
+    """:func:`extract` over a stream of image batches (e.g. samples drawn batch by batch):
+    only one batch of images is held at a time, the features and probabilities of all.
+    ``total`` (the number of images to come) sizes the progress bar."""
+    feats, probs = [], []
+    bar = _progress(total, what) if progress and total else None
+    try:
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("extract", total=total)
+        for x in batches:
+            x = check_images(x, x.shape[1] if torch.is_tensor(x) and x.dim() == 4 else 1, what)
+            f, p = extract(net, x, batch_size=batch_size)
+            feats.append(f)
+            probs.append(p)
+            if bar is not None:
+                bar.update(task, advance=len(x))
+    finally:
+        if bar is not None:
+            bar.stop()
+    if not feats:
+        raise ProfondError(f"no {what} to evaluate (the stream of batches was empty).")
     return torch.cat(feats), torch.cat(probs)
 
 
@@ -409,13 +435,16 @@ def class_histogram(probs: Any, class_names: Sequence[str] | None = None) -> dic
 # all at once
 
 
-def evaluate_samples(fake: Tensor, real: Tensor, *, features: str = "fmnist", device: str = "cpu",
-                     batch_size: int = 500, progress: bool = False, kid_subsets: int = 100) -> dict[str, Any]:
+def evaluate_samples(fake: Tensor | Iterable[Tensor], real: Tensor, *, features: str = "fmnist",
+                     device: str = "cpu", batch_size: int = 500, progress: bool = False, kid_subsets: int = 100,
+                     n_fake: int | None = None) -> dict[str, Any]:
     """Every score of the kit for generated images ``fake`` against real images ``real``.
 
     Both are float tensors in [0, 1], ``(N, 1, H, W)`` (other sizes are resized; see
-    :class:`~profond.metrics.features.FeatureNet`). ``features``: ``"fmnist"`` (default) or
-    ``"inception"``. Returns::
+    :class:`~profond.metrics.features.FeatureNet`). ``fake`` may also be an iterable of such
+    batches (``n_fake`` images in all, for the progress bar): the samples are then never all
+    in memory, only their features (:func:`extract_batches`). ``features``: ``"fmnist"``
+    (default) or ``"inception"``. Returns::
 
         {"fid", "kid_mean", "kid_std",           # fake vs real (KID subsets of min(1000, N))
          "is_mean", "is_std",                     # Inception Score of the fake set, 10 splits
@@ -430,14 +459,27 @@ def evaluate_samples(fake: Tensor, real: Tensor, *, features: str = "fmnist", de
         from ..registry import unknown_name_message
 
         raise ConfigError(unknown_name_message("feature net", str(features), list(FEATURE_NETS), "feature nets"))
-    fake_x = check_images(fake, fake.shape[1] if torch.is_tensor(fake) and fake.dim() == 4 else 1, "fake images")
+    streamed = not torch.is_tensor(fake)
     real_x = check_images(real, real.shape[1] if torch.is_tensor(real) and real.dim() == 4 else 1, "real images")
-    if len(fake_x) < 2 or len(real_x) < 2:
-        raise ProfondError(f"evaluate_samples needs at least 2 images per set (got {len(fake_x)} fake, "
-                           f"{len(real_x)} real); use thousands for meaningful scores.")
+    if not streamed:
+        fake = check_images(fake, fake.shape[1] if fake.dim() == 4 else 1, "fake images")
+
+    def too_few(n: int | None) -> ProfondError:
+        got = f"{n} fake, {len(real_x)} real" if n is not None else f"{len(real_x)} real"
+        return ProfondError(f"evaluate_samples needs at least 2 images per set (got {got}); use thousands "
+                            "for meaningful scores.")
+
+    if len(real_x) < 2 or (not streamed and len(fake) < 2):
+        raise too_few(n_fake if streamed else len(fake))
     net = load_feature_net(features, device=device)
     f_real, _ = extract(net, real_x, batch_size=batch_size, progress=progress)
-    f_fake, p_fake = extract(net, fake_x, batch_size=batch_size, progress=progress)
+    if streamed:
+        f_fake, p_fake = extract_batches(net, fake, total=n_fake, batch_size=batch_size, progress=progress,
+                                         what="fake images")
+        if len(f_fake) < 2:
+            raise too_few(len(f_fake))
+    else:
+        f_fake, p_fake = extract(net, fake, batch_size=batch_size, progress=progress)
     kid_mean, kid_std = kid(f_real, f_fake, subsets=kid_subsets)
     is_mean, is_std = inception_score(p_fake, splits=min(10, len(p_fake)))
     k = min(3, len(f_real) - 1, len(f_fake) - 1)
@@ -451,7 +493,7 @@ def evaluate_samples(fake: Tensor, real: Tensor, *, features: str = "fmnist", de
         "precision": precision,
         "recall": recall,
         "class_histogram": class_histogram(p_fake, getattr(net, "class_names", None) or None),
-        "n_fake": len(fake_x),
+        "n_fake": len(f_fake),
         "n_real": len(real_x),
         "features": features,
         "feature_dim": int(f_real.shape[1]),

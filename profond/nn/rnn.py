@@ -598,7 +598,7 @@ class _LSTMSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gx: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        steps, d = gx.shape[0], h0.shape[-1]
+        steps = gx.shape[0]
         # buffers written step by step (zero-filled: touching fresh pages in one sequential pass
         # is cheaper than faulting them in one step at a time)
         hs = gx.new_zeros(steps + 1, *h0.shape)          # h_0 .. h_T

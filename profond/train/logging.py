@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..base.io import atomic_write_text
@@ -102,7 +103,13 @@ class TensorBoard:
 
 
 class Console_:
-    """Console output with an optional progress bar; silent when quiet."""
+    """Console output with an optional progress bar; silent when quiet.
+
+    Messages are rich console markup (``[bold]...[/bold]``): user text in them (run folders,
+    names, paths) must be passed through :func:`rich.markup.escape` by the caller, or
+    ``runs/[bold]x`` would print as a bold ``runs/x``. A message that is not valid markup
+    is printed as it is rather than stopping the run.
+    """
 
     def __init__(self, quiet: bool = False, enabled: bool = True):
         self.quiet = quiet or not enabled
@@ -114,11 +121,14 @@ class Console_:
 
     def print(self, msg: str) -> None:
         if not self.quiet:
-            self.console.print(msg)
+            self.always(msg)
 
     def always(self, msg: str) -> None:
         """Print even in quiet mode (interruptions, failures)."""
-        self.console.print(msg)
+        try:
+            self.console.print(msg)
+        except MarkupError:  # an unescaped '[/x]' in user text: a console line never ends a run
+            self.console.print(msg, markup=False)
 
     def start_epoch(self, epoch: int, epochs: int, total: int, done: int = 0) -> None:
         self._t0 = time.perf_counter()

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import platform
 import random
@@ -31,22 +32,41 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from .. import __version__
-from ..base.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from ..base.checkpoint import (
+    DAMAGED,
+    META_FILE,
+    CheckpointManager,
+    load_checkpoint,
+    read_meta,
+    rng_state,
+    set_rng_state,
+)
 from ..base.device import env_world, resolve_device
-from ..base.io import atomic_write_json
-from ..config import RunConfig, resolve_method
+from ..base.io import atomic_write_json, os_error_message
+from ..base.lock import RunLock, lock_run_folder
+from ..config import RunConfig, check_run_name, resolve_method
 from ..contract import Callback, Env, Method
-from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, ProfondError, TrainingDiverged
 from ..registry import METHODS
 from . import distributed as dist_utils
+from . import resume as resume_rules
 from .callbacks import EarlyStopping
 from .ema import EMA
 from .logging import Console_, MetricAccumulator, MetricsCSV, TensorBoard, fmt
 from .optim import build_optimizer, optimizer_cfg_for
 from .schedules import build_scheduler
+
+#: errnos that only writing raises: an OSError without a file name (e.g. from TensorBoard's
+#: writer thread) is still the run's files failing
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+class RunWriteError(ProfondError):
+    """The filesystem refused a run file (full, read-only, ...); the message says how to resume."""
 
 
 @dataclass
@@ -153,11 +173,7 @@ class Trainer:
             raise ConfigError("train.precision=fp16 needs CUDA (GradScaler); on CPU use bf16 or fp32.")
         env = Env(device=device, rank=rank, world_size=world, seed=tc.seed)
         run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-        if not resume and (run_dir / "checkpoints").exists() and env.is_main:
-            raise ConfigError(
-                f"run folder {str(run_dir)!r} already holds a run; resume it with "
-                f"--resume {run_dir} or choose another --name/--out."
-            )
+        self._lock: RunLock | None = None
         self._build(cfg, env, run_dir, with_data=True)
         m = self.method
         if m.train_data is None:
@@ -192,9 +208,24 @@ class Trainer:
         self.elapsed_before = 0.0
         self.samples_seen = 0
         self.history: list[dict[str, Any]] = []
+        #: one entry per resume of this run: {step, changed} (see profond.train.resume)
+        self.resumed: list[dict[str, Any]] = []
         self._interrupt = False
-        if resume:
-            self._restore()
+        # one process per run folder, from before anything is read or written there to the
+        # end of fit (see profond.base.lock); only rank 0 writes
+        if env.is_main:
+            self._lock = lock_run_folder(run_dir)
+        try:
+            if not resume and (run_dir / "checkpoints").exists() and env.is_main:
+                raise ConfigError(
+                    f"run folder {str(run_dir)!r} already holds a run; resume it with "
+                    f"--resume {run_dir} or choose another --name/--out."
+                )
+            if resume:
+                self._restore()
+        except BaseException:
+            self.release_lock()
+            raise
 
     def _build(self, cfg: RunConfig, env: Env, run_dir: Path, *, with_data: bool) -> None:
         """What training and evaluation share: the method and its nets on the device, EMA shadows."""
@@ -244,30 +275,43 @@ class Trainer:
         return torch.autocast(self.env.device.type, dtype=dtype)
 
     def _restore(self) -> None:
+        """Load the latest checkpoint to resume. Its metadata is checked first (the loop's
+        section, the position, the config changes: :func:`profond.train.resume.plan`, which
+        refuses what a resume may not change), then the state is loaded and the config's LR
+        schedule is continued at the checkpoint's step (:func:`profond.train.resume.apply_lr`)."""
         path = self.ckpt.latest()
         if path is None:
             raise CheckpointError(
                 f"no complete checkpoint in {self.run_dir / 'checkpoints'}; start a new run instead of --resume."
             )
+        file = path / META_FILE
+        changed = resume_rules.plan(read_meta(path), self.cfg, path=path, run_dir=self.run_dir,
+                                    steps_per_epoch=self.steps_per_epoch)
+        fresh_lrs = resume_rules.base_lrs(self.schedulers)  # the new config's, before the checkpoint's
         meta = load_checkpoint(path, nets=self.method.raw_nets, optimizers=self.optimizers,
                                schedulers=self.schedulers, map_location=self.env.device)
         extra = meta.get("extra_state", {})
         load_emas(self.emas, extra)
-        set_rng_state({k[4:]: v for k, v in extra.items() if k.startswith("rng.")}, meta["loop"]["rng"])
         loop = meta["loop"]
+        rng_t = {k[4:]: v for k, v in extra.items() if k.startswith("rng.")}
+        _load_part(file, "meta.loop.rng", lambda rng: set_rng_state(rng_t, rng), loop["rng"])
         self.step, self.epoch, self.start_batch = loop["step"], loop["epoch"], loop["batch"]
         sums = loop["acc_sums"]
         counts = loop.get("acc_ns") or {k: loop["acc_count"] for k in sums}  # older checkpoints
         self.epoch_metrics = MetricAccumulator(sums, counts)
-        self.method.load_state_dict(loop.get("method_state", {}))
+        _load_part(file, "meta.loop.method_state", self.method.load_state_dict, loop.get("method_state", {}))
         self.elapsed_before = loop["elapsed"]
         self.samples_seen = loop["samples_seen"]
         if self.scaler is not None and loop.get("scaler"):
-            self.scaler.load_state_dict(loop["scaler"])
+            _load_part(file, "meta.loop.scaler", self.scaler.load_state_dict, loop["scaler"])
         if self.early and loop.get("early_stop"):
-            self.early.load_state_dict(loop["early_stop"])
+            _load_part(file, "meta.loop.early_stop", self.early.load_state_dict, loop["early_stop"])
+        resume_rules.apply_lr(self.schedulers, fresh_lrs)  # the config's schedule at this step
+        self.resumed = [*meta.get("resumed", []), {"step": self.step, "changed": changed}]
         self.last_checkpoint = path
-        self.console.print(f"resumed from {path} (epoch {self.epoch + 1}, step {self.step})")
+        note = f"; changed: {', '.join(changed)}" if changed else ""
+        self.console.print(f"resumed from {escape(str(path))} (epoch {self.epoch + 1}, step {self.step})"
+                           f"{escape(note)}")
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, *, epoch: int, batch: int, metrics: dict[str, Any] | None = None) -> None:
@@ -290,11 +334,56 @@ class Trainer:
         }
         self.last_checkpoint = self.ckpt.save(
             self.step, nets=self.method.raw_nets, optimizers=self.optimizers, schedulers=self.schedulers,
-            extra_state=extra, meta={"loop": loop, "config": self.cfg.to_dict()}, metrics=metrics,
+            extra_state=extra, meta={"loop": loop, "config": self.cfg.to_dict(), "resumed": self.resumed},
+            metrics=metrics,
         )
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> RunResult:
+        """Train to the end (or an interruption); the run folder's lock is released at the end.
+
+        An ``OSError`` while writing the run's files (a full or read-only disk, ...) becomes a
+        :class:`RunWriteError` naming the file and how to resume: every checkpoint is written
+        atomically, so the last complete one is intact.
+        """
+        try:
+            return self._fit()
+        except OSError as e:
+            error = self._write_error(e)
+            if error is None:
+                raise
+            with contextlib.suppress(Exception):
+                self.tb.close()
+            raise error from e
+        finally:
+            self.release_lock()
+
+    def release_lock(self) -> None:
+        """Let another process train in (or resume) this run folder."""
+        lock = getattr(self, "_lock", None)  # None: not rank 0, or a trainer for evaluation
+        if lock is not None:
+            lock.release()
+
+    def _write_error(self, e: OSError) -> RunWriteError | None:
+        """The user error for ``e`` if it is the filesystem refusing a run file, else None."""
+        name = e.filename
+        if name is not None:
+            if not Path(os.path.abspath(name)).is_relative_to(os.path.abspath(self.run_dir)):
+                return None  # not a run file (user_errors still reports it on one line)
+        elif e.errno not in DISK_FULL_ERRNOS:
+            return None
+        try:
+            last = self.ckpt.latest()
+        except (OSError, ProfondError):
+            last = None
+        if last is not None:
+            then = (f"the last complete checkpoint ({last}) is intact: resume with "
+                    f"profond train --resume {self.run_dir}")
+        else:
+            then = "no checkpoint was saved yet: then start the run again"
+        return RunWriteError(f"cannot write the run's files: {os_error_message(e)}; {then}.")
+
+    def _fit(self) -> RunResult:
         cfg, tc, env = self.cfg, self.cfg.train, self.env
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -335,12 +424,12 @@ class Trainer:
     def _announce(self) -> None:
         env, m = self.env, self.method
         c = self.console
-        c.print(f"[bold]profond[/bold] run {self.run_dir}  device={env.device}"
+        c.print(f"[bold]profond[/bold] run {escape(str(self.run_dir))}  device={env.device}"
                 f"{f' x{env.world_size} (DDP)' if env.world_size > 1 else ''}  precision={self.cfg.train.precision}")
         for name, net in m.raw_nets.items():
             pc = self.param_counts[name]
             label = self.cfg.model.name if name == "model" else type(net).__name__
-            c.print(f"  {name}: {label}, {pc['total']:,} parameters ({pc['trainable']:,} trainable)")
+            c.print(f"  {escape(name)}: {escape(label)}, {pc['total']:,} parameters ({pc['trainable']:,} trainable)")
         c.print(f"  {self.steps_per_epoch} steps/epoch x {self.cfg.train.epochs} epochs, "
                 f"batch {self.cfg.data.batch_size}")
         if self.cfg.train.precision == "bf16" and env.device.type == "cpu" and not cpu_has_native_bf16():
@@ -360,6 +449,8 @@ class Trainer:
             ema.update(m.raw_nets[name])
         self.step += 1
         vals = {k: float(v) for k, v in out.items()}
+        if self.step == 1:  # the loss before any update: the reference of _loss_warnings
+            self.first_step_loss = vals.get("loss")
         for k, v in self.ctx.grad_norms.items():
             vals.setdefault(f"grad_norm_{k}", v)
         return vals
@@ -419,7 +510,35 @@ class Trainer:
                 + " ".join(f"{k} {fmt(v)}" for k, v in row.items() if k.startswith(("train_loss", "train_acc", "val_")))
                 + f"  {throughput:,.0f} samples/s  {row['time']:.1f}s"
             )
+            warnings = self._loss_warnings()
+            if warnings and warnings[-1].startswith(f"epoch {row['epoch']}:"):
+                self.console.always(f"[yellow]warning: {escape(warnings[-1])}[/yellow]")
         self.save(epoch=self.epoch + 1, batch=0, metrics=row)
+
+    #: warn when an epoch's mean training loss exceeds this multiple of the reference loss
+    LOSS_GROWTH_WARNING = 1e3
+    #: ... or this magnitude (float32 overflows at 3.4e38: the run is about to diverge)
+    LOSS_HUGE_WARNING = 1e30
+
+    def _loss_warnings(self) -> list[str]:
+        """One line per epoch whose ``train_loss`` grew by orders of magnitude: above
+        :data:`LOSS_GROWTH_WARNING` times the loss of the first step (before any update; on a
+        resumed run, the first epoch's mean), or above :data:`LOSS_HUGE_WARNING`. Such a run
+        "completes" without a NaN while learning nothing: too high a learning rate, most often."""
+        losses = [(r["epoch"], r["train_loss"]) for r in self.history
+                  if isinstance(r.get("train_loss"), (int, float))]
+        ref, what = getattr(self, "first_step_loss", None), "first step's"
+        if ref is None and losses:
+            ref, what = losses[0][1], "first epoch's"
+        fix = "training diverges; lower optim.lr (or set train.clip_grad_norm)."
+        out = []
+        for epoch, loss in losses:
+            if ref and abs(loss) > self.LOSS_GROWTH_WARNING * abs(ref):
+                out.append(f"epoch {epoch}: train_loss {fmt(loss)} is {abs(loss / ref):.0e} times the {what} "
+                           f"{fmt(ref)}: {fix}")
+            elif not abs(loss) <= self.LOSS_HUGE_WARNING:
+                out.append(f"epoch {epoch}: train_loss {fmt(loss)} is near the float overflow: {fix}")
+        return out
 
     def elapsed(self) -> float:
         """Training seconds so far, across resumes (0 before :meth:`fit` starts the clock)."""
@@ -495,6 +614,8 @@ class Trainer:
             "best_checkpoint": str(self.ckpt.best()) if self.ckpt.best() else None,
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "early_stopping": self.early.state_dict() if self.early else None,
+            "warnings": self._loss_warnings(),
+            "resumed": self.resumed,
             "versions": versions(),
             "finished_at": datetime.now().isoformat(timespec="seconds"),
         }
@@ -506,17 +627,18 @@ class Trainer:
 
                 plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
             except Exception as e:  # a figure must never lose a finished run
-                self.console.print(f"[yellow]could not draw curves.png: {e}[/yellow]")
+                self.console.print(f"[yellow]could not draw curves.png: {escape(str(e))}[/yellow]")
             for cb in self.callbacks:
                 cb.on_train_end(self)
+            run = escape(str(self.run_dir))
             if status == "interrupted":
                 self.console.always(f"interrupted at step {self.step}; checkpoint saved. "
-                                    f"Resume with: profond train --resume {self.run_dir}")
+                                    f"Resume with: profond train --resume {run}")
             msg = {"completed": "done", "early_stopped": "early stopping: done",
-                   "interrupted": f"interrupted; resume with: profond train --resume {self.run_dir}",
+                   "interrupted": f"interrupted; resume with: profond train --resume {run}",
                    "diverged": "diverged"}[status]
             tests = " ".join(f"{k} {fmt(v)}" for k, v in final.items() if k.startswith("test_"))
-            self.console.print(f"{msg}. {tests}  ({summary['train_time_s']:.1f}s) -> {self.run_dir}")
+            self.console.print(f"{msg}. {escape(tests)}  ({summary['train_time_s']:.1f}s) -> {run}")
         return summary
 
 
@@ -533,6 +655,17 @@ def build_emas(method: Method, decay: float | None) -> dict[str, EMA]:
     if not decay:
         return {}
     return {n: EMA(method.raw_nets[n], decay) for n in method.ema_nets if n in method.raw_nets}
+
+
+def _load_part(file: Path, field: str, load: Any, state: Any) -> None:
+    """``load(state)`` for one part of a checkpoint's loop state; a state that does not fit
+    (valid JSON, wrong content) is a CheckpointError naming ``file`` and ``field``."""
+    try:
+        load(state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RuntimeError) as e:
+        if isinstance(e, ProfondError):
+            raise
+        raise CheckpointError(f"{str(file)!r}: field {field!r} does not fit this run ({e}); {DAMAGED}.") from None
 
 
 def load_emas(emas: dict[str, EMA], extra: dict[str, torch.Tensor]) -> None:
@@ -607,8 +740,19 @@ def batch_size_of(batch: Any) -> int:
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
-    name = cfg.name or f"{cfg.model.name}-{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    return Path(cfg.out) / name
+    """``out/name``, or ``out/MODEL-DATASET-TIMESTAMP`` without a name; a name is one folder
+    inside ``out`` (checked again here for configs that skipped ``validate``), and the default
+    one is made of the same characters (any other character of a model or dataset name: ``-``)."""
+    if cfg.name is not None:
+        check_run_name(cfg.name)
+        return Path(cfg.out) / cfg.name
+    parts = (_name_part(cfg.model.name), _name_part(cfg.data.name), f"{datetime.now():%Y%m%d-%H%M%S}")
+    return Path(cfg.out) / "-".join(parts)
+
+
+def _name_part(text: str) -> str:
+    part = "".join(c if c.isascii() and (c.isalnum() or c in "-_+=") else "-" for c in str(text))
+    return part[:80] or "run"
 
 
 def train(cfg: RunConfig, *, run_dir: str | Path | None = None, resume: bool = False,
@@ -632,9 +776,12 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
     cfg.train.device = device
     cfg.train.quiet = True
     trainer = Trainer.for_evaluation(cfg, run_dir)
-    path = trainer.ckpt.best() if checkpoint == "best" else trainer.ckpt.latest()
+    path = trainer.ckpt.best() if checkpoint == "best" else trainer.ckpt.latest()  # latest: raises if damaged
+    if path is None and checkpoint == "best" and (trainer.ckpt.dir / "best").is_dir():
+        read_meta(trainer.ckpt.dir / "best")  # a damaged best/: say which file and what is wrong
     if path is None:
         raise CheckpointError(f"no {checkpoint} checkpoint in {run_dir / 'checkpoints'}; did the run save one?")
+    resume_rules.check_loop_meta(read_meta(path)["meta"], path / META_FILE)
     meta = load_checkpoint(path, nets=trainer.method.raw_nets, optimizers={}, schedulers={},
                            map_location=trainer.env.device)
     load_emas(trainer.emas, meta.get("extra_state", {}))
@@ -646,4 +793,4 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
     return trainer.method, trainer
 
 
-__all__ = ["train", "Trainer", "RunResult", "LoopContext", "load_run", "seed_everything"]
+__all__ = ["train", "Trainer", "RunResult", "RunWriteError", "LoopContext", "load_run", "seed_everything"]
