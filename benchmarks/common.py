@@ -17,6 +17,8 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on, and how busy the machine was."""
     import torch
 
+    from profond.base.device import cpu_has_native_bf16
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -28,22 +30,12 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
-        "bf16_in_hardware": cpu_has_bf16(),
+        "bf16_in_hardware": cpu_has_native_bf16(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "date": datetime.now().isoformat(timespec="seconds"),
     }
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512_BF16 or AMX); elsewhere oneDNN
-    emulates bf16 and autocast is *slower* than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_note(load: list[float] | tuple[float, ...]) -> str:

@@ -35,9 +35,10 @@ import time
 
 import torch
 import torch.nn as nn
-from common import RESULTS_DIR, cpu_has_bf16, load_note, machine, md_table, write_json
+from common import RESULTS_DIR, load_note, machine, md_table, write_json
 from torch.utils.data import DataLoader, Dataset
 
+from profond.base.device import resolve_precision
 from profond.config import parse_override, resolve
 from profond.data import load_dataset
 from profond.registry import MODELS
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model_args = dict(parse_override(a) for a in args.model_args)
-    precision = args.precision if args.precision != "auto" else ("bf16" if cpu_has_bf16() else "fp32")
+    precision = resolve_precision(args.precision, torch.device("cpu"))[0]
     info = machine()
     print(f"{args.model} {model_args}, {args.epochs} epoch(s), {args.threads} threads, "
           f"{load_note(info['load_avg_1_5_15'])}", flush=True)

@@ -134,8 +134,9 @@ class TrainConfig:
     seed: Seed = 0
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
-    #: fp32 | bf16 (autocast, CPU and CUDA) | fp16 (autocast + GradScaler, CUDA only)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: auto (bf16 autocast where the device computes bf16 natively, fp32 elsewhere) | fp32 |
+    #: bf16 (autocast, CPU and CUDA) | fp16 (autocast + GradScaler, CUDA only)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: rescale the gradients to at most this global L2 norm (0 would stop learning)
     clip_grad_norm: Annotated[float, Range(0, lo_open=True), "null: no clipping"] | None = None
     #: exponential moving average of the weights, evaluated instead of the raw weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import torch
 from profond.contract import Callback
 
 torch.set_num_threads(2)
+# precision: auto resolves to fp32 in the tests on every machine (subprocesses inherit it), so
+# that their numbers do not depend on whether the CPU has AMX-BF16; test_precision.py fakes both
+os.environ["PROFOND_NATIVE_BF16"] = "0"
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 needs_fmnist = pytest.mark.skipif(not FMNIST.exists(), reason="apt-get install dataset-fashion-mnist")
 

@@ -1,9 +1,10 @@
-"""Which device a run uses, and its data-parallel position (set by ``torchrun``)."""
+"""Which device and precision a run uses, and its data-parallel position (set by ``torchrun``)."""
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import torch
 
@@ -37,3 +38,34 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device=mps but MPS is not available; use --device cpu.")
     return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True if the CPU advertises bf16 arithmetic (AVX512-BF16 or AMX-BF16) in /proc/cpuinfo
+    (False where that file cannot be read). ``PROFOND_NATIVE_BF16=0`` (or ``1``) overrides the
+    probe, e.g. to keep a test suite in fp32 on every machine."""
+    forced = os.environ.get("PROFOND_NATIVE_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """The precision a run uses and why: ``requested`` itself, or for ``auto`` bf16 autocast
+    where the device computes bf16 natively (a CUDA device with bf16, a CPU with AMX-BF16 or
+    AVX512-BF16) and fp32 elsewhere (bf16 emulated in fp32 arithmetic is slower than fp32)."""
+    if requested != "auto":
+        return requested, "asked for"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: this GPU computes bf16"
+        return "fp32", "auto: this GPU has no bf16"
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            return "bf16", "auto: this CPU has AMX-BF16 / AVX512-BF16"
+        return "fp32", "auto: this CPU has no native bf16 (no AMX-BF16 / AVX512-BF16)"
+    return "fp32", f"auto: fp32 on {device.type}"

@@ -45,7 +45,7 @@ from ..base.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from ..base.device import env_world, resolve_device
+from ..base.device import cpu_has_native_bf16, env_world, resolve_device, resolve_precision
 from ..base.io import atomic_write_json, os_error_message
 from ..base.lock import RunLock, lock_run_folder
 from ..config import RunConfig, check_run_name, resolve_method
@@ -169,8 +169,8 @@ class Trainer:
         rank, world, local = env_world()
         device = resolve_device(tc.device, local)
         rank, world = dist_utils.init(device)
-        if tc.precision == "fp16" and device.type != "cuda":
-            raise ConfigError("train.precision=fp16 needs CUDA (GradScaler); on CPU use bf16 or fp32.")
+        if resolve_precision(tc.precision, device)[0] == "fp16" and device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs CUDA (GradScaler); on CPU use auto, bf16 or fp32.")
         env = Env(device=device, rank=rank, world_size=world, seed=tc.seed)
         run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
         self._lock: RunLock | None = None
@@ -189,7 +189,7 @@ class Trainer:
             name: build_scheduler(cfg.sched, opt, steps_per_epoch=self.steps_per_epoch, epochs=tc.epochs)
             for name, opt in self.optimizers.items()
         }
-        self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self._wrap_nets()
 
         self.callbacks: list[Callback] = (list(callbacks) + fault_injection_from_env()
@@ -230,6 +230,8 @@ class Trainer:
     def _build(self, cfg: RunConfig, env: Env, run_dir: Path, *, with_data: bool) -> None:
         """What training and evaluation share: the method and its nets on the device, EMA shadows."""
         self.cfg, self.env, self.run_dir = cfg, env, run_dir
+        #: the precision the run computes in (``auto`` resolved for this device) and why
+        self.precision, self.precision_reason = resolve_precision(cfg.train.precision, env.device)
         self.t_start = time.perf_counter()
         self.console = Console_(quiet=cfg.train.quiet, enabled=env.is_main)
         seed_everything(cfg.train.seed)
@@ -268,7 +270,7 @@ class Trainer:
             m.nets[name] = wrapped
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        p = self.cfg.train.precision
+        p = self.precision
         if p == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if p == "bf16" else torch.float16
@@ -425,14 +427,15 @@ class Trainer:
         env, m = self.env, self.method
         c = self.console
         c.print(f"[bold]profond[/bold] run {escape(str(self.run_dir))}  device={env.device}"
-                f"{f' x{env.world_size} (DDP)' if env.world_size > 1 else ''}  precision={self.cfg.train.precision}")
+                f"{f' x{env.world_size} (DDP)' if env.world_size > 1 else ''}  precision={self.precision} "
+                f"({self.precision_reason})")
         for name, net in m.raw_nets.items():
             pc = self.param_counts[name]
             label = self.cfg.model.name if name == "model" else type(net).__name__
             c.print(f"  {escape(name)}: {escape(label)}, {pc['total']:,} parameters ({pc['trainable']:,} trainable)")
         c.print(f"  {self.steps_per_epoch} steps/epoch x {self.cfg.train.epochs} epochs, "
                 f"batch {self.cfg.data.batch_size}")
-        if self.cfg.train.precision == "bf16" and env.device.type == "cpu" and not cpu_has_native_bf16():
+        if self.precision == "bf16" and env.device.type == "cpu" and not cpu_has_native_bf16():
             c.print("  [yellow]note: this CPU has no native bf16 (no avx512_bf16/amx_bf16): bf16 autocast "
                     "emulates it and is usually slower than fp32 here.[/yellow]")
 
@@ -607,7 +610,10 @@ class Trainer:
             "samples_per_s": round(self.samples_seen / max(train_time, 1e-9), 1),
             "device": str(env.device),
             "device_name": device_name(env.device),
-            "precision": self.cfg.train.precision,
+            "precision": self.precision,
+            "precision_requested": self.cfg.train.precision,
+            "precision_reason": self.precision_reason,
+            "cpu_native_bf16": cpu_has_native_bf16(),
             "world_size": env.world_size,
             "threads": torch.get_num_threads(),
             "parameters": self.param_counts,
@@ -718,15 +724,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_has_native_bf16() -> bool:
-    """True if the CPU advertises bf16 arithmetic (AVX512-BF16 or AMX-BF16) in /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # unknown platform: do not warn
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def batch_size_of(batch: Any) -> int:
