@@ -61,7 +61,7 @@ def test_overrides_resolve_to_the_row(budget, tmp_path):
         assert (meth["n_critic"], meth["loss"], meth["gp_weight"]) == (c.n_critic, c.loss, c.gp_weight)
         g, d = optimizer_cfg_for(cfg.optim, "G", known="DG"), optimizer_cfg_for(cfg.optim, "D", known="DG")
         assert (g.lr, d.lr) == pytest.approx((c.lr_g, c.lr_d), rel=1e-12)
-        assert g.betas == d.betas == [0.5, 0.999] and g.name == d.name == "adam"
+        assert g.betas == d.betas == [0.5, 0.9 if c.gp_weight else 0.999] and g.name == d.name == "adam"
         assert cfg.data.batch_size == c.batch_size and cfg.data.name == "fashion-mnist"
         budgets.add((cfg.train.epochs, cfg.data.subset, cfg.data.val_size, cfg.train.threads))
     assert budgets == {(budget.epochs, budget.subset, budget.val_size, budget.threads)}

@@ -175,6 +175,12 @@ class GANMethod(GenerativeMethod, SamplesImages, ExploresLatent):
         self.latent_dim = int(model.latent_dim)
         self.conditional = bool(getattr(model, "conditional", False))
         self.num_classes = int(getattr(model, "num_classes", len(self.classes)))
+        if self.opts.gp_weight > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.D.modules()):
+            # eq. 8.16 penalises each example's own input gradient; with batch statistics D(x̂_i)
+            # depends on the other interpolates of the batch, so that is not the critic's gradient
+            raise ConfigError(f"method.gp_weight={self.opts.gp_weight:g} with a BatchNorm critic: the gradient "
+                              "penalty is per example and batch statistics mix the examples; set "
+                              "model.d_norm=layer (or none), or method.gp_weight=0.")
         self.nets = {"G": model.G, "D": model.D}
         self._collapse_run = 0
         self._last_gnorm_G = 0.0

@@ -187,9 +187,9 @@ class DCGenerator(nn.Module):
 class DCDiscriminator(nn.Module):
     """Strided convolutions down to 4x4 (kernel 4, or 3 for 7 -> 4), LeakyReLU(0.2), a norm on
     every layer but the first (§8.6 rule 2), then a 4x4 convolution to one score (§8.7, without
-    its final Sigmoid: the losses take logits). ``d_norm``: ``batch`` (the course), ``layer``
-    (GroupNorm(1, C), for WGAN-GP whose per-example penalty forbids batch statistics) or ``none``
-    (with ``spectral_norm``, SN-GAN)."""
+    its final Sigmoid: the losses take logits). ``d_norm``: ``batch`` (the course, bias-free
+    convs), ``layer`` (GroupNorm(1, C), for WGAN-GP whose per-example penalty forbids batch
+    statistics) or ``none`` (with ``spectral_norm``, SN-GAN); those two keep their conv biases."""
 
     def __init__(self, in_shape: Sequence[int], features: int, num_classes: int, conditional: bool,
                  spectral_norm: bool, d_norm: str):
@@ -203,8 +203,14 @@ class DCDiscriminator(nn.Module):
         ch = features
         # DCGAN's convs have no bias because a norm follows them; without any norm the biases
         # are needed: a bias-free conv + LeakyReLU stack is positively homogeneous (D(a x) =
-        # a D(x)) and cannot tell a -1 background from a grey one (G then draws grey samples)
-        bias = d_norm == "none"
+        # a D(x)) and cannot tell a -1 background from a grey one (G then draws grey samples).
+        # A per-example (layer) norm after such a stack is worse: it divides the scale out, so
+        # D(a x) = D(x) for every a > 0 and the critic cannot see an image's contrast at all
+        # (its input gradient is orthogonal to x, so G gets no push away from a flat grey).
+        # The layer-norm critic keeps its biases on every conv, as the WGAN-GP critic of
+        # Gulrajani et al. does; BatchNorm (the course's §8.7 DCGAN) normalises over the batch,
+        # not per example, and its convs stay bias-free.
+        bias = d_norm != "batch"
         for i, s in enumerate(sizes[:-1]):
             k = 4 if s % 2 == 0 else 3  # 7 -> 4: (7 + 2 - 3) / 2 + 1 = 4
             layers.append(_maybe_sn(nn.Conv2d(ch_in, ch, k, 2, 1, bias=bias), spectral_norm))
