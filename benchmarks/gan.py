@@ -10,7 +10,7 @@ course's 25 epochs would take ~100 min per model). Samples come from the EMA gen
 weights keep a share 0.995^2150 ≈ 2e-5).
 
 * ``gans``: ``dcgan`` (non-saturating, BatchNorm D, §8.7), ``wgan-gp`` (eq. 8.16, λ = 10,
-  n_critic = 5, LayerNorm critic, Adam 1e-4), ``hinge-sn`` (hinge loss, spectral norm, no
+  n_critic = 5, LayerNorm critic with conv biases, Adam 2e-4 betas (0, 0.9)), ``hinge-sn`` (hinge loss, spectral norm, no
   norm in D, TTUR 1e-4 / 4e-4) and ``cgan`` (conditional DCGAN, eq. 8.17). For each:
   FID / KID / IS / precision / recall (fmnist features) of ``--samples`` samples against the
   10,000 test images, the class histogram of the samples (entropy, smallest class share,
@@ -73,7 +73,7 @@ THREADS = 2
 
 
 def bench_gan(out: Path, name: str, epochs: int, features: int, ema: float | None, n_samples: int,
-              subset: int | None = None) -> dict[str, Any]:
+              subset: int | None = None, sets: list[str] | None = None) -> dict[str, Any]:
     from profond.metrics.generative import evaluate_samples, extract, load_feature_net
     from profond.train.loop import load_run
 
@@ -82,6 +82,7 @@ def bench_gan(out: Path, name: str, epochs: int, features: int, ema: float | Non
             "method.eval_n=2000", *extra]
     over += [f"train.ema_decay={ema}"] if ema else []
     over += [f"data.subset={subset}"] if subset else []
+    over += sets or []
     res, wall = train_recipe(out, recipe, over, threads=THREADS, name=name)
     method, trainer = load_run(res.run_dir, checkpoint="last", device="cpu")  # EMA weights
     cfg = trainer.cfg
@@ -194,6 +195,8 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.995, help="EMA decay of G (0 = none)")
     ap.add_argument("--samples", type=int, default=10000, help="samples for FID/KID/IS")
     ap.add_argument("--subset", type=int, default=None, help="train on the first N images (smoke tests only)")
+    ap.add_argument("--set", nargs="*", default=[], dest="sets", metavar="KEY=VALUE",
+                    help="extra overrides for every model (a trial; the row records them)")
     add_lane_args(ap)
     a = ap.parse_args()
     global THREADS
@@ -208,8 +211,8 @@ def main() -> None:
                     load = load_note(os.getloadavg())
                     print(f"{name} ({load})", flush=True)
                     row = bench_gan(out, name, a.epochs, a.features, a.ema if a.ema > 0 else None, a.samples,
-                                    a.subset)
-                    row.update(command=cmd, load=load, machine=machine())
+                                    a.subset, a.sets)
+                    row.update(overrides=a.sets, command=cmd, load=load, machine=machine())
                     data = read_json(JSON_PATH, {})  # re-read: parallel invocations merge per model
                     data.setdefault("gans", {})[name] = row
                     data["targets"] = targets(data)

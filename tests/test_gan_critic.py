@@ -318,7 +318,7 @@ def test_wgan_gp_recipe_is_gulrajanis_setting():
     cfg = resolve(recipe="fmnist-wgan-gp")
     a = cfg.method.args
     assert (a["loss"], a["n_critic"], a["gp_weight"]) == ("wasserstein", 5, 10.0)
-    assert cfg.optim.lr == pytest.approx(1e-4) and cfg.optim.betas == [0.5, 0.9]
+    assert cfg.optim.lr == pytest.approx(2e-4) and cfg.optim.betas == [0.0, 0.9]
     assert cfg.model.args["d_norm"] == "layer"
     D = MODELS.build(cfg.model.name, in_shape=(1, 28, 28), num_classes=10, **cfg.model.args).D
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
