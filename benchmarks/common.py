@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +12,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, and how busy the machine was."""
-    import torch
+    from profond.base.device import machine_info
 
-    from profond.base.device import cpu_has_native_bf16
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "bf16_in_hardware": cpu_has_native_bf16(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()],
-        "date": datetime.now().isoformat(timespec="seconds"),
-    }
+    return machine_info()
 
 
 def load_note(load: list[float] | tuple[float, ...]) -> str:

@@ -14,3 +14,4 @@ echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (timings assume an otherwise idle m
 "$PY" benchmarks/generative.py --epochs 10 --iwae-k 1000 --iwae-n 500 --samples 10000 --anomaly-epochs 5
 "$PY" benchmarks/gan.py --epochs 5
 "$PY" benchmarks/sequence.py
+"$PY" benchmarks/attention.py

@@ -171,6 +171,7 @@ _MODULES = [
     "profond.models.cnn",
     "profond.models.rnn",
     "profond.models.seq2seq",
+    "profond.models.attention",
     "profond.methods.classification",
     "profond.models.ae",
     "profond.metrics.features",

@@ -151,6 +151,7 @@ COMMANDS = {
     "generate": ["--prompt", "--temperature", "--top-k", "--top-p", "--n", "--length", "--seed", "--checkpoint"],
     "gates": ["--layer", "--units", "--checkpoint"],
     "translate": ["--beam", "--checkpoint"],
+    "attention": ["--layer", "--heads", "--checkpoint"],
 }
 FLAGS = {"eval": ["--json"], "sample": ["--recon", "--as-input", "--invert"], "latent": ["--codes"]}
 
@@ -159,7 +160,7 @@ FLAGS = {"eval": ["--json"], "sample": ["--recon", "--as-input", "--invert"], "l
 def command_lines(draw):
     cmd = draw(st.sampled_from(sorted(COMMANDS)))
     args = [cmd, draw(st.sampled_from(["RUN:clf", "RUN:vae", "RUN:gan"]))]
-    if cmd in ("gates", "translate"):
+    if cmd in ("gates", "translate", "attention"):
         args.append(draw(st.sampled_from(["hello", "", "[/x]", "deux cents"])))
     for opt in draw(st.lists(st.sampled_from(COMMANDS[cmd]), max_size=3, unique=True)):
         args += [opt, draw(OPTION_VALUES)]

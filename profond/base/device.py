@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,3 +72,26 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
             return "bf16", "auto: this CPU has AMX-BF16 / AVX512-BF16"
         return "fp32", "auto: this CPU has no native bf16 (no AMX-BF16 / AVX512-BF16)"
     return "fp32", f"auto: fp32 on {device.type}"
+
+
+def machine_info() -> dict[str, Any]:
+    """What a measurement ran on (CPU model, cores, bf16 hardware, versions) and how busy the
+    machine was (load averages), with the date: recorded next to every benchmark and experiment."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "bf16_in_hardware": cpu_has_native_bf16(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        "date": datetime.now().isoformat(timespec="seconds"),
+    }

@@ -702,3 +702,152 @@ DATASETS.add(
     french_numbers,
     "French number words <-> digits with held-out numbers (exercise 6.1)",
 )
+
+
+# ----------------------------------------------------------------------------------------
+# Associative recall (exercise 6.5: what local and linear attention lose)
+# ----------------------------------------------------------------------------------------
+
+#: the keys of :func:`assoc_recall` (one character each, distinct within a text)
+RECALL_KEYS = "abcdefghijklmnopqrstuvwxyz"
+#: a slot of the text that holds no pair
+RECALL_FILLER = ".."
+#: the tasks of :func:`assoc_recall`
+RECALL_TASKS = ("kv", "needle")
+#: the filler characters of the needle task (disjoint from :data:`NEEDLES`)
+NEEDLE_FILLER = "abcdefghijklmnopqrstuvwxyz"
+#: the needles: ``NEEDLES[c]`` stands for class ``c``
+NEEDLES = "ABCDEFGHIJ"
+
+
+def _recall_text(rng: np.random.Generator, slots: int, num_pairs: int, eligible: np.ndarray,
+                 query_first: bool) -> tuple[str, int]:
+    """One key-value text of :func:`assoc_recall` and its label (the queried value)."""
+    keys = rng.choice(len(RECALL_KEYS), size=num_pairs, replace=False)
+    values = rng.integers(0, 10, size=num_pairs)
+    # the queried pair (index 0) sits in an eligible slot (min_distance), the others anywhere else
+    where = [int(rng.choice(eligible))]
+    others = np.setdiff1d(np.arange(slots), where)
+    where += rng.choice(others, size=num_pairs - 1, replace=False).tolist()
+    cells = [RECALL_FILLER] * slots
+    for k, v, s in zip(keys, values, where, strict=True):
+        cells[s] = f"{RECALL_KEYS[k]}{v}"
+    query = f"?{RECALL_KEYS[keys[0]]}"
+    body = " ".join(cells)
+    return (f"{query} {body}" if query_first else f"{body} {query}"), int(values[0])
+
+
+def _needle_text(rng: np.random.Generator, length: int, eligible: np.ndarray) -> tuple[str, int]:
+    """One needle text of :func:`assoc_recall` (``length`` characters) and its label."""
+    chars = np.array(list(NEEDLE_FILLER))[rng.integers(0, len(NEEDLE_FILLER), size=length)]  # (length,)
+    y = int(rng.integers(0, len(NEEDLES)))
+    chars[int(rng.choice(eligible))] = NEEDLES[y]
+    return "".join(chars), y
+
+
+def recall_distance(text: str) -> int:
+    """Characters between what is asked and where the answer lies in an :func:`assoc_recall`
+    text: for ``kv``, from the query's key to the queried pair's value digit (either layout);
+    for ``needle``, from a ``[CLS]`` token put before the text to the needle (its index + 1)."""
+    at = next((i for i, c in enumerate(text) if c in NEEDLES), None)
+    if at is not None:
+        return at + 1
+    if text.startswith("?"):
+        return text.index(text[1], 2)  # value at index + 1, the query's key at 1
+    return len(text) - 1 - (text.index(text[-1]) + 1)
+
+
+def assoc_recall(
+    data_dir: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+    *,
+    task: str = "kv",
+    n_train: int = 4000,
+    n_val: int = 500,
+    n_test: int = 1000,
+    length: int = 512,
+    num_pairs: int = 8,
+    min_distance: int = 0,
+    query_first: bool = False,
+    seed: int = 0,
+) -> TextClassData:
+    """Synthetic recall of one character found by content anywhere in a long text (10 classes).
+
+    ``task="kv"``, key-value recall: ``"a3 .. k7 x1 .. ?k"`` -> ``7``. Each text is
+    ``(length - 2) // 3`` slots of 2 characters joined by spaces, ``num_pairs`` of them a
+    key-value pair (a letter of :data:`RECALL_KEYS`, distinct within the text, then a digit) and
+    the rest :data:`RECALL_FILLER`, followed by ``" ?k"`` (or, with ``query_first``, preceded by
+    ``"?k "``): the query repeats one of the keys, and the label is that key's value (classes
+    ``"0"``..``"9"``). Answering takes two composed lookups (find the key matching the query,
+    then read the digit after it), hence at least two attention layers. ``min_distance`` puts
+    the queried pair at least that many characters from the query (from the query's key to the
+    pair's value digit, :func:`recall_distance`). Texts are ``3 * slots + 2 <= length`` characters.
+
+    ``task="needle"``, needle in a haystack: ``length`` characters of :data:`NEEDLE_FILLER`
+    drawn at random, one of which is replaced by a needle of :data:`NEEDLES` (``"A"`` .. ``"J"``
+    for classes 0..9, drawn uniformly), at a random position at least ``min_distance``
+    characters from a ``[CLS]`` token put before the text (needle index + 1 >= ``min_distance``,
+    :func:`recall_distance`). One attention layer solves it by content: the ``[CLS]`` query
+    matches the needle's key wherever it is (softmax attention, course §6.4, eq. 6.9), while
+    attention restricted to a window (local attention, §6.12) reaches only ``L (w - 1)``
+    positions with ``L`` layers of window ``w``, and a positive kernel in place of the softmax
+    (linear attention, eq. 6.21) must put almost all its weight on one key out of ``length``.
+    ``num_pairs`` and ``query_first`` are ignored. Classes are still named ``"0"``..``"9"``.
+
+    Every text is drawn by one seeded generator (``seed``), test first, then val, then train;
+    a text drawn twice is kept once (the first split that drew it), so the splits are
+    disjoint and fixed by the options. ``data_dir``, ``download`` and ``progress`` are ignored.
+    """
+    if task not in RECALL_TASKS:
+        raise ConfigError(f"task={task!r} is not an assoc-recall task; valid: {', '.join(RECALL_TASKS)}.")
+    if min(n_train, n_val, n_test) < 0:
+        raise ConfigError("n_train, n_val and n_test must be >= 0.")
+    if task == "needle":
+        if length < 1:
+            raise ConfigError(f"length={length} must be >= 1 for the needle task.")
+        eligible = np.arange(max(min_distance - 1, 0), length)  # needle index + 1 >= min_distance
+        if not len(eligible):
+            raise ConfigError(f"min_distance={min_distance} does not fit in length={length}; "
+                              f"use min_distance <= {length}.")
+
+        def draw() -> tuple[str, int]:
+            return _needle_text(rng, length, eligible)
+    else:
+        slots = (length - 2) // 3
+        if not 1 <= num_pairs <= len(RECALL_KEYS):
+            raise ConfigError(f"num_pairs={num_pairs} must be in 1..{len(RECALL_KEYS)} (one letter per key).")
+        if slots < num_pairs:
+            raise ConfigError(f"length={length} holds {slots} slots, fewer than num_pairs={num_pairs}; "
+                              f"use length >= {3 * num_pairs + 2}.")
+        # distance of slot s from the query: 3 (slots - s) at the end, 3 s + 3 at the start
+        s = np.arange(slots)
+        eligible = s[(3 * s + 3 if query_first else 3 * (slots - s)) >= min_distance]
+        if not len(eligible):
+            raise ConfigError(f"min_distance={min_distance} does not fit in length={length}; "
+                              f"use min_distance <= {3 * slots}.")
+
+        def draw() -> tuple[str, int]:
+            return _recall_text(rng, slots, num_pairs, eligible, query_first)
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    out: dict[str, list[tuple[str, int]]] = {}
+    for split, n in (("test", n_test), ("val", n_val), ("train", n_train)):
+        rows: list[tuple[str, int]] = []
+        for _ in range(n):
+            text, y = draw()
+            if text not in seen:
+                seen.add(text)
+                rows.append((text, y))
+        out[split] = rows
+    drawn = n_train + n_val + n_test
+    return TextClassData("assoc-recall", [str(d) for d in range(10)], out["train"], out["val"], out["test"],
+                         source="synthetic", dropped={"duplicates": drawn - len(seen)})
+
+
+DATASETS.add(
+    "assoc-recall",
+    assoc_recall,
+    "synthetic recall, configurable length (exercise 6.5): task kv 'a3 .. k7 ?k' -> 7, "
+    "or task needle 'xq..C..' -> 2",
+)

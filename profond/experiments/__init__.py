@@ -10,23 +10,27 @@ figure of the course.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from ..base.device import machine_info
 from ..base.io import atomic_write_text
 from ..errors import ProfondError
 from ..registry import EXPERIMENTS
 
 #: modules holding registered experiments (later issues add theirs here)
-MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention"]
+MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention", "attention_theory", "attention_heads", "efficient_attention"]
 
 
 @dataclass
@@ -35,6 +39,28 @@ class ExperimentResult:
     figures: list[Path] = field(default_factory=list)
     notes: str = ""
     extra: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` intra-op threads (steadier timings on a shared machine; tiny
+    problems also lose more to thread hand-off than they gain), then restore the count."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def verdict(ok: bool | None) -> str:
+    """A claim of the course judged from the numbers: holds / does not hold / not tested."""
+    return "not tested" if ok is None else ("holds" if ok else "does not hold")
+
+
+def two_se(p: float, n: int) -> float:
+    """Two binomial standard errors of an accuracy ``p`` measured on ``n`` examples."""
+    return 2 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
 
 
 def run_training(out: Path, name: str, overrides: list[str], *, recipe: str | None = None,
@@ -139,6 +165,8 @@ def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = N
     atomic_write_text(out_dir / "table.md", md)
     atomic_write_text(out_dir / "summary.json", json.dumps({
         "experiment": name, "quick": quick, "seconds": round(elapsed, 2),
+        "command": f"profond experiment {name}" + (" --quick" if quick else "") + (f" --out {out}" if out else ""),
+        "machine": machine_info(),
         "figures": [str(p) for p in result.figures], "rows": len(result.table), **result.extra,
     }, indent=2) + "\n")
     return out_dir, result

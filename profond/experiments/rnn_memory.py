@@ -66,10 +66,8 @@ Two experiments, on the course's layers of :mod:`profond.nn.rnn`:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +84,7 @@ from torch import Tensor, nn  # noqa: E402
 from ..nn.rnn import Recurrent, copy_from_torch  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult, to_markdown  # noqa: E402
+from . import ExperimentResult, num_threads, to_markdown  # noqa: E402
 
 KINDS = ("rnn", "lstm", "gru")
 #: (scheme, gain) of W_hh compared in gradient-flow (exercise 5.2.4)
@@ -95,15 +93,6 @@ GF_INITS: tuple[tuple[str, float], ...] = (("orthogonal", 1.0), ("normal", 1.0),
 GF_LAGS = (1, 10, 50)
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run tiny problems on ``n`` intra-op threads (hand-off costs more than it saves)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # ----------------------------------------------------------------------------------------
@@ -226,7 +215,7 @@ def gradient_flow_table(hidden: int, steps: int, n_seq: int, d_x: int = 16, seed
 def gradient_flow(out: Path, quick: bool) -> ExperimentResult:
     hidden, steps, n_seq = (32, 60, 3) if quick else (64, 100, 8)
     t0 = time.perf_counter()
-    with _threads(1):
+    with num_threads(1):
         table, curves = gradient_flow_table(hidden, steps, n_seq)
     seconds = time.perf_counter() - t0
 
@@ -430,7 +419,7 @@ def copy_benchmark(delay: int = 100, kinds: tuple[str, ...] = ("rnn", "lstm"), *
     ``delay``, on ``threads`` torch threads; ``kwargs`` go to :func:`train_copy`. Each row
     also carries the chance levels."""
     rows = []
-    with _threads(threads):
+    with num_threads(threads):
         for kind in kinds:
             _, row = train_copy(kind, delay, seed=seed, **kwargs)
             sym, exact = chance_level(int(kwargs.get("n_symbols", 8)), int(kwargs.get("k", 8)))
@@ -538,7 +527,7 @@ def memory_length(out: Path, quick: bool) -> ExperimentResult:
     runs = [(kind, delay, True) for delay in delays for kind in KINDS]
     runs += [(kind, delay, False) for kind, delay in baseline]
     t0 = time.perf_counter()
-    with _threads(1):
+    with num_threads(1):
         for kind, delay, curriculum in runs:
             model, row = train_copy(kind, delay, n_symbols=n_symbols, k=k, hidden=hidden,
                                     steps=steps, batch=batch, lr=lr, curriculum=curriculum)

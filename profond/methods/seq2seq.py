@@ -356,7 +356,7 @@ class Seq2SeqMethod(Method, TranslatesText, AttentionMaps):
         keeps the matrix as JSON in its "attention" text chunk."""
         if getattr(self.raw_nets.get("model", self.nets["model"]), "attention", None) is None:
             raise ProfondError(f"this run has no attention (model.attention={self.cfg.model.args.get('attention')}): "
-                               "drop --attention-png.")
+                               "train one with --set model.attention=bahdanau (or drop --attention-png).")
         outputs, attention = self.translate([text], beam=beam)
         labels = self.output_tokens(outputs[0], attention[0].shape[0])
         png = draw_attention(attention[0], text, labels, path,

@@ -58,7 +58,7 @@ from ..data.text import END_OF_FORTUNE, CharCorpus, TextClassData
 from ..data.tokenize import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, pad_batch
 from ..errors import CheckpointError, ConfigError, ProfondError
 from ..registry import DATASETS, METHODS, MODELS, check_kwargs
-from .capabilities import Artifacts, GeneratesText, TracesGates, check_sampling
+from .capabilities import Artifacts, AttentionMaps, GeneratesText, TracesGates, check_sampling
 
 TOKENIZER_FILE = "tokenizer.json"
 LN2 = math.log(2.0)
@@ -303,8 +303,9 @@ class RecurrentGates(TracesGates):
 
 @METHODS.register("text-classifier", help="text classification: tokenizer + (Bi)LSTM/GRU, macro-F1, "
                   "BoW baseline (§5.8)")
-class TextClassifier(Method, RecurrentGates):
-    """Topic / language classification of fortunes with an ``rnn-classifier`` (§5.8)."""
+class TextClassifier(Method, RecurrentGates, AttentionMaps):
+    """Topic / language classification of fortunes with an ``rnn-classifier`` (§5.8) or an
+    ``attn-classifier`` (ch. 6, whose attention maps ``profond attention`` draws)."""
 
     Options = TextClassifierOptions
     monitor = ("val_accuracy", "max")
@@ -347,6 +348,54 @@ class TextClassifier(Method, RecurrentGates):
         from .classification import confusion_figure
 
         return confusion_figure(metrics, self.classes, folder, title)
+
+    def gate_figure(self, text: str, path: Path, *, layer: int = 0, units: int | None = None) -> Artifacts:
+        if not hasattr(self.raw_nets.get("model", self.nets["model"]), "rnn"):
+            raise ProfondError(f"this run's model ({self.cfg.model.name}) has no recurrent layer: `profond gates` "
+                               "needs an rnn-classifier (kind lstm or gru); for attention use `profond attention`.")
+        return super().gate_figure(text, path, layer=layer, units=units)
+
+    def attention_figure(self, text: str, path: Path, *, layer: int | None = None, max_heads: int | None = None,
+                         **_: Any) -> Artifacts:
+        """``profond attention``: the self-attention weights (eq. 6.9) of every layer (or ``layer``)
+        and head over ``text``, one heatmap each (queries by keys, each row sums to 1), and the
+        predicted class. A ProfondError naming the fix when the model has no attention."""
+        from ..viz.attention import draw_attention_maps
+
+        model = self.raw_nets.get("model", self.nets["model"])
+        if not hasattr(model, "attention_maps"):
+            raise ProfondError(f"this run's model ({self.cfg.model.name}) has no attention: `profond attention` "
+                               "needs a text-classifier run of model attn-classifier (e.g. profond train --recipe "
+                               "fortune-topics-attn).")
+        ids = self.tokenizer.encode(text)[: self.opts.max_len]
+        if not ids:
+            raise ProfondError("the text is empty; give the model something to read.")
+        device = next(model.parameters()).device
+        tokens = torch.tensor([ids], device=device)
+        maps = model.attention_maps(tokens)
+        if layer is not None:
+            if not 0 <= layer < len(maps):
+                raise ProfondError(f"--layer {layer}: the model has {len(maps)} attention layer(s), 0 to "
+                                   f"{len(maps) - 1}.")
+            maps = {k: v for i, (k, v) in enumerate(maps.items()) if i == layer}
+        tok = self.tokenizer
+        labels = [tok.token(i) if hasattr(tok, "token") else tok.decode([i], skip_specials=False) for i in ids]
+        if next(iter(maps.values())).shape[-1] == len(ids) + 1:  # a [CLS] token read first
+            labels = ["[CLS]", *labels]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                probs = torch.softmax(model(tokens, torch.tensor([len(ids)], device=device)).float(), -1)[0]
+        finally:
+            model.train(was_training)
+        k = int(probs.argmax())
+        heads = next(iter(maps.values())).shape[0]
+        title = (f"{self.cfg.model.name}, {len(maps)} layer(s) x {heads} heads, {len(ids)} tokens: "
+                 f"{text[:60]!r}{'…' if len(text) > 60 else ''} -> {self.classes[k]} ({float(probs[k]):.2f})")
+        png = draw_attention_maps(maps, labels, labels, path, title=title, max_heads=max_heads)
+        return Artifacts(lines=[f"predicted: {self.classes[k]} (p = {float(probs[k]):.3f})"],
+                         notes=[f"attention: {png}"])
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         out = []

@@ -43,7 +43,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "ATTENTIONS", "Attention", "AdditiveAttention", "DotAttention", "GeneralAttention",
