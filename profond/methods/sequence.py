@@ -301,8 +301,8 @@ class RecurrentGates(TracesGates):
         return Artifacts(lines=lines, notes=[f"gates.png: {png}"])
 
 
-@METHODS.register("text-classifier", help="text classification: tokenizer + (Bi)LSTM/GRU, macro-F1, "
-                  "BoW baseline (§5.8)")
+@METHODS.register("text-classifier", help="text classification: tokenizer + (Bi)LSTM/GRU or self-attention, "
+                  "macro-F1, BoW baseline (§5.8, ch. 6)")
 class TextClassifier(Method, RecurrentGates, AttentionMaps):
     """Topic / language classification of fortunes with an ``rnn-classifier`` (§5.8) or an
     ``attn-classifier`` (ch. 6, whose attention maps ``profond attention`` draws)."""
