@@ -172,6 +172,7 @@ _MODULES = [
     "profond.models.rnn",
     "profond.models.seq2seq",
     "profond.models.attention",
+    "profond.models.transformer",
     "profond.methods.classification",
     "profond.models.ae",
     "profond.metrics.features",
@@ -185,6 +186,7 @@ _MODULES = [
     "profond.methods.img2img",
     "profond.methods.sequence",
     "profond.methods.seq2seq",
+    "profond.methods.mlm",
     "profond.methods.forecast",
     "profond.experiments",
 ]

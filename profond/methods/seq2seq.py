@@ -50,7 +50,7 @@ from ..contract import Callback, Env, Method, StepContext
 from ..data.loader import mix_seed
 from ..data.text import FrenchNumbers
 from ..data.tokenize import CharTokenizer, load_tokenizer, pad_batch
-from ..errors import CheckpointError, ProfondError
+from ..errors import CheckpointError, ConfigError, ProfondError
 from ..registry import METHODS
 from .capabilities import Artifacts, AttentionMaps, TranslatesText
 from .sequence import TokenBatches, _build_dataset, _build_model
@@ -140,6 +140,10 @@ class Seq2SeqMethod(Method, TranslatesText, AttentionMaps):
         self.tgt_tokenizer = CharTokenizer.fit(t for _, t in train)
         self.nets = {"model": _build_model(cfg, src_vocab=self.src_tokenizer.vocab_size,
                                            tgt_vocab=self.tgt_tokenizer.vocab_size)}
+        if not getattr(self.nets["model"], "supports_scheduled_sampling", True) and (
+                o.teacher_forcing_start, o.teacher_forcing_end) != (1.0, 1.0):
+            raise ConfigError(f"model {cfg.model.name} trains with plain teacher forcing only: set "
+                              "method.teacher_forcing_start=1 and method.teacher_forcing_end=1.")
         longest = max((len(t) for _, t in train), default=1)
         self.max_output_len = o.max_output_len or longest + 11  # + <eos> + margin
         self._majority = self._majority_token(train)

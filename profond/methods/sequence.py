@@ -57,6 +57,8 @@ from ..data.loader import mix_seed
 from ..data.text import END_OF_FORTUNE, CharCorpus, TextClassData
 from ..data.tokenize import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, pad_batch
 from ..errors import CheckpointError, ConfigError, ProfondError
+from ..models.transfer import freeze, load_weights
+from ..nn.transformer import moe_loss
 from ..registry import DATASETS, METHODS, MODELS, check_kwargs
 from .capabilities import Artifacts, AttentionMaps, GeneratesText, TracesGates, check_sampling
 
@@ -136,6 +138,41 @@ def _attach_tokenizer(method: Any, run_dir: str | Path) -> Tokenizer:
                               f"{method.tokenizer.vocab_size}; the data changed since training.")
     method.tokenizer = tok
     return tok
+
+
+def text_rows(method: Any, split: str) -> list[tuple[str, int]]:
+    """``(text, label)`` rows of ``split`` of ``method.data`` (training: the first ``data.subset``)."""
+    rows = method.data.split(split)
+    if split == "train" and method.cfg.data.subset:
+        rows = rows[: method.cfg.data.subset]
+    return rows
+
+
+class TokenizedTexts:
+    """What the methods reading a text dataset through a fitted tokenizer share: the training
+    texts, the tokenizer saved as ``RUN/tokenizer.json`` and read back by ``attach_run``."""
+
+    def train_texts(self) -> list[str]:
+        return [t for t, _ in text_rows(self, "train")]
+
+    def attach_run(self, run_dir: str | Path) -> None:
+        """Use the tokenizer saved in ``run_dir`` (``load_run`` / ``profond generate``)."""
+        _attach_tokenizer(self, run_dir)
+
+    def callbacks(self) -> list[Any]:
+        return [_SaveTokenizer(self)]
+
+
+def token_loader(method: Any, split: str, seqs: Sequence[Sequence[int]], labels: Tensor, *,
+                 shuffle: bool) -> TokenBatches:
+    """The :class:`TokenBatches` of a text method: training batches shuffled, bucketed by length
+    (``method.bucket``) and sharded over the processes; evaluation batches in order."""
+    d, env = method.cfg.data, method.env
+    return TokenBatches(
+        seqs, labels, batch_size=d.batch_size if shuffle else d.eval_batch_size, shuffle=shuffle,
+        seed=method.cfg.train.seed, device=env.device, pad_id=method.tokenizer.pad_id,
+        bucket=method.opts.bucket and shuffle, rank=env.rank if shuffle else 0,
+        world_size=env.world_size if shuffle else 1, split=split)
 
 
 # ----------------------------------------------------------------------------------------
@@ -269,6 +306,8 @@ class TextClassifierOptions:
     baseline: bool = True
     #: keyword options of the dataset builder, e.g. ``{max_per_class: 200}``
     dataset: dict[str, Any] = field(default_factory=dict)
+    #: weight of the mixture-of-experts load-balancing loss (models with ``moe_experts``; §7.10)
+    moe_weight: Annotated[float, Range(0, 10)] = 0.01
 
 
 class RecurrentGates(TracesGates):
@@ -303,7 +342,7 @@ class RecurrentGates(TracesGates):
 
 @METHODS.register("text-classifier", help="text classification: tokenizer + (Bi)LSTM/GRU or self-attention, "
                   "macro-F1, BoW baseline (§5.8, ch. 6)")
-class TextClassifier(Method, RecurrentGates, AttentionMaps):
+class TextClassifier(TokenizedTexts, Method, RecurrentGates, AttentionMaps):
     """Topic / language classification of fortunes with an ``rnn-classifier`` (§5.8) or an
     ``attn-classifier`` (ch. 6, whose attention maps ``profond attention`` draws)."""
 
@@ -321,28 +360,26 @@ class TextClassifier(Method, RecurrentGates, AttentionMaps):
         self.tokenizer_kind = o.tokenizer if o.tokenizer != "auto" else (
             "char" if self.data.name == "fortune-languages" else "bpe")
         train_texts = self.train_texts()
-        if self.tokenizer_kind == "char":
-            self.tokenizer: Tokenizer = CharTokenizer.fit(train_texts)
+        init = cfg.model.init_from
+        pretrained = Path(init) / TOKENIZER_FILE if init and Path(init).is_dir() else None
+        if pretrained is not None and pretrained.is_file():
+            # fine-tuning a pretrained run (e.g. a ``bert`` run, §7.6): its vocabulary, not a new one
+            self.tokenizer: Tokenizer = load_tokenizer(pretrained)
+            self.tokenizer_kind = "char" if isinstance(self.tokenizer, CharTokenizer) else "bpe"
+        elif self.tokenizer_kind == "char":
+            self.tokenizer = CharTokenizer.fit(train_texts)
         else:
             self.tokenizer = BPETokenizer.train(train_texts, vocab_size=o.bpe_vocab)
-        self.nets = {"model": _build_model(cfg, vocab_size=self.tokenizer.vocab_size,
-                                           num_classes=len(self.classes))}
+        model = _build_model(cfg, vocab_size=self.tokenizer.vocab_size, num_classes=len(self.classes))
+        self.init_report = load_weights(model, init, strict=cfg.model.init_strict) if init else None
+        if cfg.model.freeze:
+            freeze(model, cfg.model.freeze)
+        self.nets = {"model": model}
         self._baseline: Any = None
         self._baseline_scores: dict[str, dict[str, float]] = {}
         if with_data:
             self.train_data = self.loader("train", shuffle=True)
             self.val_data = self.loader("val", shuffle=False) if self.data.val else None
-
-    def train_texts(self) -> list[str]:
-        rows = self.data.train[: self.cfg.data.subset] if self.cfg.data.subset else self.data.train
-        return [t for t, _ in rows]
-
-    def attach_run(self, run_dir: str | Path) -> None:
-        """Use the tokenizer saved in ``run_dir`` (``load_run`` / ``profond generate``)."""
-        _attach_tokenizer(self, run_dir)
-
-    def callbacks(self) -> list[Any]:
-        return [_SaveTokenizer(self)]
 
     def eval_figures(self, metrics: dict[str, Any], folder: Path, title: str) -> dict[str, Path]:
         from .classification import confusion_figure
@@ -405,15 +442,9 @@ class TextClassifier(Method, RecurrentGates, AttentionMaps):
         return out
 
     def loader(self, split: str, *, shuffle: bool) -> TokenBatches:
-        rows = self.data.split(split)
-        if split == "train" and self.cfg.data.subset:
-            rows = rows[: self.cfg.data.subset]
-        d, env = self.cfg.data, self.env
-        return TokenBatches(
-            self.encode([t for t, _ in rows]), torch.tensor([y for _, y in rows], dtype=torch.int64),
-            batch_size=d.batch_size if shuffle else d.eval_batch_size, shuffle=shuffle, seed=self.cfg.train.seed,
-            device=env.device, pad_id=self.tokenizer.pad_id, bucket=self.opts.bucket and shuffle,
-            rank=env.rank if shuffle else 0, world_size=env.world_size if shuffle else 1, split=split)
+        rows = text_rows(self, split)
+        return token_loader(self, split, self.encode([t for t, _ in rows]),
+                            torch.tensor([y for _, y in rows], dtype=torch.int64), shuffle=shuffle)
 
     def test_data(self) -> TokenBatches:
         return self.loader("test", shuffle=False)
@@ -425,7 +456,10 @@ class TextClassifier(Method, RecurrentGates, AttentionMaps):
                 "train_examples": len(self.train_texts()), "val_examples": len(self.data.val),
                 "test_examples": len(self.data.test), "dropped": dict(self.data.dropped),
                 "baseline": (f"tf-idf {'char 1-3-grams' if self.tokenizer_kind == 'char' else 'word 1-2-grams'}"
-                             " + logistic regression") if self.opts.baseline else None}
+                             " + logistic regression") if self.opts.baseline else None,
+                "init_from": (None if self.init_report is None else
+                              {"path": self.cfg.model.init_from, "loaded": len(self.init_report.loaded),
+                               "skipped": [str(k) for k in self.init_report.skipped]})}
 
     # -- baseline ----------------------------------------------------------------------------
     def baseline_scores(self, split: str) -> dict[str, float]:
@@ -450,8 +484,13 @@ class TextClassifier(Method, RecurrentGates, AttentionMaps):
         tokens, lengths, y = batch
         logits = self.nets["model"](tokens, lengths)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.opts.label_smoothing)
+        out = {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean()}
+        aux = moe_loss(self.nets["model"])
+        if isinstance(aux, Tensor):  # a mixture-of-experts model: balance the experts (§7.10)
+            out["moe_balance"] = aux.detach()
+            loss = loss + self.opts.moe_weight * aux
         ctx.optimize(loss)
-        return {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean()}
+        return out
 
     @torch.no_grad()
     def predict(self, batches: Any, ctx: StepContext) -> tuple[Tensor, Tensor, float]:
@@ -607,12 +646,22 @@ class CharLMOptions:
     max_train_chars: Annotated[int, Range(2), "null: all the training text"] | None = None
     #: keyword options of the dataset builder, e.g. ``{files: [computers]}``
     dataset: dict[str, Any] = field(default_factory=dict)
+    #: weight of the mixture-of-experts load-balancing loss (models with ``moe_experts``; §7.10)
+    moe_weight: Annotated[float, Range(0, 10)] = 0.01
 
 
 @METHODS.register("char-lm", help="character language model: truncated BPTT, bits per char vs "
                   "unigram/bigram, sampling (ch. 5)")
 class CharLMMethod(Method, GeneratesText, RecurrentGates):
-    """Character-level language model trained by truncated BPTT (ch. 5, §5.3)."""
+    """Character-level language model trained by truncated BPTT (ch. 5, §5.3), or a Transformer
+    LM (``gpt``, §7.7).
+
+    A recurrent model carries its state from one segment of ``bptt`` characters to the next
+    (truncated BPTT). A model with ``stateful = False`` (``gpt``) carries nothing: each segment
+    is a training window of ``bptt <= model.max_len`` characters, and the evaluation reads the
+    text in consecutive windows of ``model.max_len`` characters, each token seeing the
+    earlier tokens of its window only (on average half a window of context).
+    """
 
     Options = CharLMOptions
     monitor = ("val_loss", "min")
@@ -625,6 +674,11 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
                                                  CharCorpus, "a character corpus; use fortune-chars")
         self.tokenizer: CharTokenizer = self.corpus.tokenizer
         self.nets = {"model": _build_model(cfg, vocab_size=self.tokenizer.vocab_size)}
+        self.stateful = bool(getattr(self.nets["model"], "stateful", True))
+        self.context = getattr(self.nets["model"], "max_len", None)
+        if not self.stateful and o.bptt > self.context:
+            raise ConfigError(f"method.bptt={o.bptt} is longer than the model's context model.max_len="
+                              f"{self.context}: lower method.bptt or raise model.max_len.")
         self.carry: Any = None
         self._encoded: dict[str, Tensor] = {}
         self._baselines: dict[str, dict[str, float]] = {}
@@ -643,7 +697,8 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         return self._encoded[split]
 
     def eval_loader(self, split: str) -> StreamBatches:
-        return StreamBatches(self.ids(split), batch_size=self.opts.eval_streams, bptt=max(self.opts.bptt, 256),
+        bptt = max(self.opts.bptt, 256) if self.stateful else self.context
+        return StreamBatches(self.ids(split), batch_size=self.opts.eval_streams, bptt=bptt,
                              shuffle=False, device=self.env.device, split=split)
 
     def test_data(self) -> StreamBatches:
@@ -662,7 +717,9 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         return {"dataset": c.name, "data_source": c.source, "vocab_size": self.tokenizer.vocab_size,
                 "characters": {s: len(self.ids(s)) for s in ("train", "val", "test")},
                 "num_fortunes": dict(c.num_fortunes), "unknown_characters": dict(c.unknown),
-                "bptt": self.opts.bptt, "streams": self.cfg.data.batch_size}
+                "bptt": self.opts.bptt, "streams": self.cfg.data.batch_size,
+                "context": "carried state (truncated BPTT)" if self.stateful else
+                f"windows of {self.context} characters (no state carried)"}
 
     # -- carried state: saved mid-epoch so that resume is exact -------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -682,12 +739,18 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
     # -- training ----------------------------------------------------------------------------
     def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, y, first, last = batch
-        state = None if first else self.carry
+        state = None if first or not self.stateful else self.carry
         logits, state = self.nets["model"](x, state)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        out = {"loss": loss.detach(), "bpc": loss.detach() / LN2}
+        aux = moe_loss(self.nets["model"])
+        if isinstance(aux, Tensor):  # a mixture-of-experts model: balance the experts (§7.10)
+            out["moe_balance"] = aux.detach()
+            loss = loss + self.opts.moe_weight * aux
         ctx.optimize(loss)
-        self.carry = None if last else _detach(state)  # truncated BPTT: no gradient across batches
-        return {"loss": loss.detach(), "bpc": loss.detach() / LN2}
+        # truncated BPTT: no gradient across batches; a stateless model carries nothing
+        self.carry = None if last or not self.stateful else _detach(state)
+        return out
 
     def baselines(self, loader: StreamBatches) -> dict[str, float]:
         key = f"{loader.split}:{loader.batch_size}"
@@ -702,7 +765,7 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         nats, correct, n = 0.0, 0, 0
         state = None
         for x, y, first, _ in batches.batches(0):
-            if first:
+            if first or not self.stateful:
                 state = None
             with ctx.autocast():
                 logits, state = self.nets["model"](x, state)

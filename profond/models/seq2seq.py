@@ -121,7 +121,13 @@ class Seq2Seq(nn.Module):
     See the module docstring for the equations. Modules: ``src_embedding``, ``encoder``,
     ``tgt_embedding``, ``decoder``, ``attention`` (None without), ``combine`` (Luong's
     ``W_c``), ``out`` (``W_o``).
+
+    The decoders (:meth:`greedy_decode`, :meth:`beam_search`) only use :meth:`encode`,
+    :meth:`step`, :meth:`index_state` and ``padding_idx``: another encoder-decoder with those
+    (the Transformer of :mod:`.transformer`) shares them.
     """
+
+    index_state = staticmethod(_index_state)
 
     def __init__(
         self, src_vocab: int, tgt_vocab: int, embed_dim: int = 64, hidden_size: int = 128,
@@ -310,7 +316,7 @@ class Seq2Seq(nn.Module):
         memory, state = self.encode(src, src_lengths)
         batch, k, dev = src.shape[0], beam, src.device
         rows = torch.arange(batch, device=dev).repeat_interleave(k)       # b·k + j -> b
-        memory, state = memory.index(rows), _index_state(state, rows)
+        memory, state = memory.index(rows), self.index_state(state, rows)
         scores = torch.full((batch, k), float("-inf"), device=dev)
         scores[:, 0] = 0.0                     # one live prefix (<bos>) per source at first
         finished = torch.zeros(batch, k, dtype=torch.bool, device=dev)
@@ -340,7 +346,7 @@ class Seq2Seq(nn.Module):
                 attn = w if attn is None else torch.cat(
                     [attn.gather(1, origin[:, :, None, None].expand_as(attn)), w], 2)
             parent = (torch.arange(batch, device=dev).unsqueeze(1) * k + origin).view(-1)
-            state = _index_state(state, parent)
+            state = self.index_state(state, parent)
             y = tok.view(-1)
             if bool(finished.all()) or (not length_penalty and self._settled(scores, finished)):
                 break

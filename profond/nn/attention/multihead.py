@@ -117,6 +117,9 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(self.vdim, g * self.d_head, bias=bias)  # [W^V_1 … W^V_g]  (6.18), (6.22)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O  (6.14)
         self.last_weights: Tensor | None = None
+        #: a :class:`~profond.nn.positions.RotaryEmbedding` applied to the queries and keys of
+        #: self-attention (RoPE, §7.10), or None; a Transformer model sets it
+        self.rope: nn.Module | None = None
 
     def kv_cache_floats_per_token(self) -> int:
         """Floats a :class:`KVCache` stores per token (and layer): ``2·g·d_h`` (keys + values)."""
@@ -145,6 +148,9 @@ class MultiHeadAttention(nn.Module):
         q = self.q_proj(query).view(b, n_q, h, dh).transpose(1, 2)  # (B, H, Nq, d_h)  Q W^Q_i  (6.13)
         k = self.k_proj(key).view(b, n_k, g, dh).transpose(1, 2)  # (B, G, Nk, d_h)  K W^K  (6.22)
         v = self.v_proj(value).view(b, n_k, g, dh).transpose(1, 2)  # (B, G, Nk, d_h)  V W^V  (6.22)
+        if self.rope is not None:  # RoPE: the new tokens sit after the cached ones
+            offset = 0 if cache is None else cache.length
+            q, k = self.rope(q, offset + n_k - n_q), self.rope(k, offset)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, G, N_past + Nk, d_h)
         k, v = repeat_kv(k, h // g), repeat_kv(v, h // g)  # (B, H, N, d_h), head i reads group γ(i)

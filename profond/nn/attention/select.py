@@ -51,6 +51,8 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dr
     ``is_causal`` is top-left, the same only when ``Nq = Nk``) and zero output on fully masked
     rows (where SDPA may give NaN)."""
     n_q, n_k = q.shape[-2], k.shape[-2]
+    if causal and n_q == 1:  # one query, the last position: it sees every key
+        causal = False
     if mask is None and (not causal or n_q == n_k):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
     if mask is not None and mask.dtype != torch.bool:  # float additive mask
