@@ -187,6 +187,7 @@ _MODULES = [
     "profond.methods.sequence",
     "profond.methods.seq2seq",
     "profond.methods.mlm",
+    "profond.methods.pretrained",
     "profond.methods.forecast",
     "profond.experiments",
 ]

@@ -108,6 +108,24 @@ def test_gpt_resume_mid_epoch_is_exact_without_carried_state(gpt_run, tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@needs_fortunes
+def test_gpt_on_bpe_tokens_reports_bits_per_character(tmp_path):
+    """With ``method.tokenizer=bpe`` the loss is per token; bpc divides it by the characters each
+    token spells, measured on the decoded targets, and so do the n-gram baselines."""
+    torch.set_num_threads(1)
+    res = train(_cfg(tmp_path, GPT, "method.tokenizer=bpe", "method.bpe_vocab=300", "train.epochs=1"))
+    f = res.summary["final"]
+    method, _ = load_run(res.run_dir, device="cpu")
+    loader = method.test_data()
+    ratio = len(method.tokenizer.decode(loader.targets().tolist())) / len(loader.targets())
+    assert 1.2 < ratio < 4  # merges: more than one character per token
+    assert f["test_bpc"] == pytest.approx(f["test_bits_per_token"] / ratio, rel=1e-9)
+    assert f["test_bits_per_token"] == pytest.approx(f["test_loss"] / math.log(2), rel=1e-12)
+    assert f["test_bigram_bpc"] < f["test_unigram_bpc"]
+    out = method.generate("Unix ", n=1, length=10, temperature=0)[0]
+    assert out.startswith("Unix ") and len(out) > len("Unix ")
+
+
 def test_gpt_bptt_longer_than_its_context_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="longer than the model's context"):
         train(_cfg(tmp_path, GPT, "method.bptt=64"))

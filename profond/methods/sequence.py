@@ -642,12 +642,16 @@ class CharLMOptions:
     bptt: PosInt = 128
     #: parallel streams of the val/test evaluation
     eval_streams: PosInt = 32
-    #: cut the training text to this many characters (quick runs); null = all
+    #: cut the training text to this many tokens (characters with the char tokenizer; quick runs); null = all
     max_train_chars: Annotated[int, Range(2), "null: all the training text"] | None = None
     #: keyword options of the dataset builder, e.g. ``{files: [computers]}``
     dataset: dict[str, Any] = field(default_factory=dict)
     #: weight of the mixture-of-experts load-balancing loss (models with ``moe_experts``; §7.10)
     moe_weight: Annotated[float, Range(0, 10)] = 0.01
+    #: char (one token per character) | bpe (byte-level BPE fitted on the training text)
+    tokenizer: Literal["char", "bpe"] = "char"
+    #: vocabulary size of the BPE tokenizer (4 specials + 256 bytes + merges)
+    bpe_vocab: Annotated[int, Range(261), "4 specials + 256 bytes + at least 1 merge"] = 1000
 
 
 @METHODS.register("char-lm", help="character language model: truncated BPTT, bits per char vs "
@@ -672,7 +676,8 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         _check_sizes(cfg, ("vocab_size",))
         self.corpus: CharCorpus = _build_dataset(cfg, o.dataset, env.is_main and not cfg.train.quiet,
                                                  CharCorpus, "a character corpus; use fortune-chars")
-        self.tokenizer: CharTokenizer = self.corpus.tokenizer
+        self.tokenizer: Tokenizer = (self.corpus.tokenizer if o.tokenizer == "char" else
+                                     BPETokenizer.train(self.corpus.train, vocab_size=o.bpe_vocab))
         self.nets = {"model": _build_model(cfg, vocab_size=self.tokenizer.vocab_size)}
         self.stateful = bool(getattr(self.nets["model"], "stateful", True))
         self.context = getattr(self.nets["model"], "max_len", None)
@@ -690,7 +695,7 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
 
     def ids(self, split: str) -> Tensor:
         if split not in self._encoded:
-            ids = self.tokenizer.encode_tensor(self.corpus.split(split))
+            ids = torch.tensor(self.tokenizer.encode(self.corpus.split(split)), dtype=torch.int64)
             if split == "train" and self.opts.max_train_chars:
                 ids = ids[: self.opts.max_train_chars]
             self._encoded[split] = ids
@@ -742,7 +747,7 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         state = None if first or not self.stateful else self.carry
         logits, state = self.nets["model"](x, state)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        out = {"loss": loss.detach(), "bpc": loss.detach() / LN2}
+        out = {"loss": loss.detach(), ("bpc" if self.opts.tokenizer == "char" else "bits_per_token"): loss.detach() / LN2}
         aux = moe_loss(self.nets["model"])
         if isinstance(aux, Tensor):  # a mixture-of-experts model: balance the experts (§7.10)
             out["moe_balance"] = aux.detach()
@@ -752,12 +757,25 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         self.carry = None if last or not self.stateful else _detach(state)
         return out
 
+    def chars_per_token(self, loader: StreamBatches) -> float:
+        """Characters per predicted token of ``loader``'s targets (1 for the char tokenizer; for
+        BPE, the characters of the decoded targets over their number)."""
+        if self.opts.tokenizer == "char":
+            return 1.0
+        key = f"chars:{loader.split}:{loader.batch_size}"
+        if key not in self._baselines:
+            target = loader.targets()
+            self._baselines[key] = {"ratio": len(self.tokenizer.decode(target.tolist())) / max(len(target), 1)}
+        return self._baselines[key]["ratio"]
+
     def baselines(self, loader: StreamBatches) -> dict[str, float]:
+        """Unigram and bigram bits per character (per token, divided by characters per token)."""
         key = f"{loader.split}:{loader.batch_size}"
         if key not in self._baselines:
             target = loader.targets()
             prev = loader.ids[: len(target)]
-            self._baselines[key] = ngram_bpc(self.ids("train"), prev, target, self.tokenizer.vocab_size)
+            per_token = ngram_bpc(self.ids("train"), prev, target, self.tokenizer.vocab_size)
+            self._baselines[key] = {k: v / self.chars_per_token(loader) for k, v in per_token.items()}
         return self._baselines[key]
 
     @torch.no_grad()
@@ -776,6 +794,9 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
         loss = nats / max(n, 1)
         out: dict[str, Any] = {"loss": loss, "bpc": loss / LN2, "accuracy": correct / max(n, 1)}
         if isinstance(batches, StreamBatches):
+            if self.opts.tokenizer == "bpe":  # bits per character of the text the tokens spell
+                out["bits_per_token"] = out["bpc"]
+                out["bpc"] = out["bpc"] / self.chars_per_token(batches)
             out.update(self.baselines(batches))
         if detailed:
             out["characters"] = n
@@ -787,8 +808,9 @@ class CharLMMethod(Method, GeneratesText, RecurrentGates):
 
     # -- sampling ----------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
-        """The prompt's ids; a :class:`ProfondError` names the characters outside the vocabulary."""
-        unknown = sorted({c for c in prompt if c not in self.tokenizer.stoi})
+        """The prompt's ids; a :class:`ProfondError` names the characters outside the vocabulary
+        (a byte-level BPE tokenizer has none)."""
+        unknown = sorted({c for c in prompt if c not in getattr(self.tokenizer, "stoi", {c: 0 for c in prompt})})
         if unknown:
             raise ProfondError(f"the prompt has characters the model never saw in training: "
                                f"{', '.join(repr(c) for c in unknown)}; remove or replace them.")
