@@ -184,6 +184,8 @@ _MODULES = [
     "profond.methods.gan",
     "profond.models.unet",
     "profond.methods.img2img",
+    "profond.models.diffusion",
+    "profond.methods.diffusion",
     "profond.methods.sequence",
     "profond.methods.seq2seq",
     "profond.methods.mlm",

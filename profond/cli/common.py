@@ -128,6 +128,31 @@ def no_capability(method: Any, command: str, *capabilities: type, hint: str = ""
                         f"{needs}{hint}.")
 
 
+SamplerOpt = Annotated[str | None, typer.Option(
+    "--sampler", help="Diffusion / flow runs: ddpm or ddim (diffusion), euler or heun (flow matching); "
+    "default: the run's.")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Diffusion / flow runs: sampling steps S "
+                                              "(network calls; DDPM/DDIM: 1..T).")]
+EtaOpt = Annotated[float | None, typer.Option("--eta", help="DDIM: η in [0, 1] (0: deterministic, 1: DDPM's "
+                                              "variance).")]
+GuidanceOpt = Annotated[float | None, typer.Option("--guidance", help="Class-conditional diffusion: guidance "
+                                                   "scale w >= 0 of (1 + w) ε(x, c) − w ε(x, ∅).")]
+
+
+def apply_sampler(method: Any, request: Any, command: str) -> dict[str, Any] | None:
+    """Hand the sampler flags to a method that chooses its sampler; refuse them (naming the
+    flag) on a run that has a single way of sampling. Returns the resolved settings."""
+    from ..methods.capabilities import ChoosesSampler, supports
+
+    if supports(method, ChoosesSampler):
+        return method.use_sampler(request)
+    if request.given():
+        flag = request.given()[0]
+        raise ProfondError(f"{flag} is for diffusion / flow-matching runs; method {method.cfg.method.name!r} samples "
+                           f"in one network call: drop {flag} (`profond {command} RUN`).")
+    return None
+
+
 # -- output ----------------------------------------------------------------------------------
 def rich_table(t: Any) -> Table:
     """A capability's :class:`~profond.methods.capabilities.Table` as a rich table."""

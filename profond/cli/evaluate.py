@@ -10,12 +10,23 @@ import typer
 from rich.markup import escape
 
 from ..errors import ProfondError
-from ..methods.capabilities import Reconstructs, SamplesImages, TranslatesImages, supports
+from ..methods.capabilities import (
+    Reconstructs,
+    SamplerRequest,
+    SamplesImages,
+    TranslatesImages,
+    supports,
+)
 from .common import (
     CheckpointOpt,
     DataDirOpt,
     DeviceOpt,
+    EtaOpt,
+    GuidanceOpt,
+    SamplerOpt,
+    StepsOpt,
     app,
+    apply_sampler,
     err,
     examples,
     jsonable,
@@ -89,7 +100,8 @@ def sample_metrics(method: Any, n: int, *, features: str, seed: int, batch_size:
     "profond eval runs/mlp-fashion-mnist-20261122-101500",
     "profond eval RUN_DIR --json --checkpoint best",
     "profond eval runs/vae-fashion-mnist-20261122-101500 --n 10000 --features fmnist",
-    "profond eval runs/ae-one-class --json   (anomaly run: ROC-AUC and roc.png)"))
+    "profond eval runs/ae-one-class --json   (anomaly run: ROC-AUC and roc.png)",
+    "profond eval runs/diffusion-... --n 10000 --sampler ddim --steps 50   (FID of DDIM-50 samples)"))
 @user_errors
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run folder made by `profond train`."),
@@ -103,6 +115,10 @@ def eval_(
                                  "sample metrics, fmnist (offline, 28x28 grayscale) or inception."),
     seed: int = typer.Option(0, "--seed", help="Runs that sample: seed of the samples."),
     batch_size: int = typer.Option(500, "--batch-size", help="Runs that sample: sampling / feature batch size."),
+    sampler_: SamplerOpt = None,
+    steps: StepsOpt = None,
+    eta: EtaOpt = None,
+    guidance: GuidanceOpt = None,
     out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for eval.json and figures (default: the run folder)."),
 ) -> None:
     """Evaluate a trained run on its test set and write eval.json.
@@ -122,6 +138,7 @@ def eval_(
     test = method.test_data()
     if test is None:
         raise ProfondError(f"method {name!r} has no test set to evaluate.")
+    settings = apply_sampler(method, SamplerRequest(sampler_, steps, eta, guidance), "eval")
     samples = bool(n) and supports(method, SamplesImages)
     dev = str(trainer.env.device)
     if samples:  # a missing feature net or too many samples fail now, not after the long evaluation
@@ -139,6 +156,8 @@ def eval_(
         for k, v in scores.items():  # a method's own metric of the same name keeps its key
             metrics[f"sample_{k}" if k in metrics else k] = v
         metrics["sample_seed"] = seed
+        if settings:
+            metrics["sampler"] = settings
     elif n and (supports(method, Reconstructs) or supports(method, TranslatesImages)):
         metrics["sample_metrics"] = f"skipped: method {name!r} cannot sample"
     metrics = jsonable(metrics)

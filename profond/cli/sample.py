@@ -10,7 +10,9 @@ import typer
 
 from ..errors import ProfondError
 from ..methods.capabilities import (
+    ChoosesSampler,
     Reconstructs,
+    SamplerRequest,
     SamplesImages,
     TranslatesImages,
     TranslationRequest,
@@ -20,7 +22,12 @@ from .common import (
     CheckpointOpt,
     DataDirOpt,
     DeviceOpt,
+    EtaOpt,
+    GuidanceOpt,
+    SamplerOpt,
+    StepsOpt,
     app,
+    apply_sampler,
     err,
     examples,
     load_method,
@@ -43,7 +50,10 @@ MAX_GRID_IMAGES = 10_000
     "profond sample runs/pix2pix-... --input 0:8   (image-to-image: translation.png)",
     "profond sample runs/srgan-... --input shoe.png   (the file is the 28x28 target, downsampled)",
     "profond sample runs/srgan-... --input small.png --as-input   (the file is the low-res input)",
-    "profond sample runs/cyclegan-... --input 0,5,9 --direction ba"))
+    "profond sample runs/cyclegan-... --input 0,5,9 --direction ba",
+    "profond sample runs/diffusion-... --sampler ddim --steps 50 --eta 0   (diffusion: DDIM, 50 network calls)",
+    "profond sample runs/diffusion-... --sampler ddpm --trajectory   (ancestral, all T steps; trajectory.png/.gif)",
+    "profond sample runs/diffusion-cond-... --guidance 3 --label 7   (classifier-free guidance, one class)"))
 @user_errors
 def sample(
     run_dir: Path = typer.Argument(..., help="A run folder of a generative model (`profond train vae ...`) or of an "
@@ -68,6 +78,12 @@ def sample(
     invert: bool = typer.Option(False, "--invert", help="With an image file: use 1 - pixel (a dark object on a "
                                 "white page; the datasets have light objects on black)."),
     direction: str = typer.Option("ab", "--direction", help="CycleGAN: ab (A -> B -> A) or ba (B -> A -> B)."),
+    sampler_: SamplerOpt = None,
+    steps: StepsOpt = None,
+    eta: EtaOpt = None,
+    guidance: GuidanceOpt = None,
+    trajectory: bool = typer.Option(False, "--trajectory", help="Diffusion / flow runs: also trajectory.png "
+                                    "(x_t and the predicted x_0 along the reverse process) and trajectory.gif."),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder)."),
     checkpoint: CheckpointOpt = "last",
     device: DeviceOpt = "auto",
@@ -106,6 +122,9 @@ def sample(
             folder=folder, run_name=Path(run_dir).name, spec=input_, n=n, as_input=as_input, invert=invert,
             direction=direction)))
         return
+    settings = apply_sampler(method, SamplerRequest(sampler_, steps, eta, guidance), "sample")
+    if trajectory and not supports(method, ChoosesSampler):
+        raise no_capability(method, "sample --trajectory", ChoosesSampler)
     if input_ is not None or as_input or invert or direction != "ab":
         flag = ("--input" if input_ is not None else "--as-input" if as_input else "--invert" if invert
                 else "--direction")
@@ -138,6 +157,10 @@ def sample(
         x = draw_samples(method, n, seed=seed, batch_size=1000, show_progress=n > 1000 and err.is_terminal,
                          labels=labels)
         written.append(save_grid(x, folder / "samples.png", nrow=cols))
+        if settings:
+            show("sampler: " + ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None), stderr=True)
+    if trajectory:
+        render(method.trajectory_figures(folder, Path(run_dir).name, n=min(n, 16), seed=seed, label=label))
     if recon:
         if not recons:
             raise no_capability(method, "sample --recon", Reconstructs)

@@ -10,6 +10,8 @@ in :mod:`profond.contract`.
   (course ch. 9);
 * :mod:`.gan` — ``gan``, with the losses of :mod:`.gan_losses` (course ch. 8);
 * :mod:`.img2img` — ``pix2pix``, ``srgan``, ``cyclegan`` (course seed 004);
+* :mod:`.diffusion` — ``diffusion`` (DDPM, DDIM, guidance, flow matching), with the noise
+  process of :mod:`.noise` and the samplers of :mod:`.samplers` (course ch. 10);
 * :mod:`.sequence` — ``text-classifier``, ``char-lm``; :mod:`.forecast` — ``forecaster``
   (course ch. 5); :mod:`.seq2seq` — ``seq2seq`` (course ch. 6);
 * :mod:`.generative` — what every generative family offers beyond training (sampling,

@@ -224,3 +224,40 @@ class AttentionMaps(Capability):
     def attention_figure(self, text: str, path: Path, **options: Any) -> Artifacts:
         """Draw the attention of the model reading ``text`` into ``path`` (a ProfondError
         naming the fix when this run's model has no attention)."""
+
+
+# -- iterative samplers -------------------------------------------------------------------------
+@dataclass
+class SamplerRequest:
+    """The sampler options of ``profond sample`` / ``profond eval`` (None: the run's default)."""
+
+    sampler: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+    guidance: float | None = None
+
+    def given(self) -> list[str]:
+        """The flags the user gave, as typed on the command line."""
+        names = {"sampler": "--sampler", "steps": "--steps", "eta": "--eta", "guidance": "--guidance"}
+        return [flag for key, flag in names.items() if getattr(self, key) is not None]
+
+
+class ChoosesSampler(Capability):
+    """Samples by integrating a learned process in several network calls, with a choice of
+    sampler, number of steps, stochasticity and guidance (``profond sample --sampler ddim
+    --steps 50``, ``profond eval --steps S``), and can draw one reverse trajectory
+    (``profond sample --trajectory``)."""
+
+    needs = "a run with iterative samplers (a diffusion or flow-matching run)"
+
+    @abc.abstractmethod
+    def use_sampler(self, request: SamplerRequest) -> dict[str, Any]:
+        """Check ``request`` against this run (a ProfondError naming the fix) and make the next
+        :meth:`SamplesImages.sample` calls use it; returns the resolved settings (sampler,
+        steps, eta, guidance, network calls per image) to print and record."""
+
+    @abc.abstractmethod
+    def trajectory_figures(self, folder: Path, run_name: str, *, n: int = 8, seed: int = 0,
+                           label: int | None = None) -> Artifacts:
+        """One reverse trajectory of ``n`` samples: x_t and the predicted x_0 every few steps
+        (a strip PNG) and a GIF of x_t."""
