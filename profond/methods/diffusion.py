@@ -62,6 +62,11 @@ __all__ = ["DiffusionMethod", "DiffusionOptions", "NoiseSchedule"]
 SAMPLERS = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
 
 
+def to_pixels(x: Tensor) -> Tensor:
+    """Images of the process's [-1, 1] scale back to [0, 1] pixels, on the CPU."""
+    return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
+
+
 @dataclass
 class DiffusionOptions:
     #: ddpm: Gaussian diffusion (def. 10.1) | flow: flow matching / rectified flow (§10.10)
@@ -261,11 +266,10 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
     def denoiser(self, model: Any, labels: Tensor | None, w: float):
         """``f(x_t, t) -> network output`` with labels and guidance (eq. 10.22) closed over."""
         if not self.conditional:
-            return lambda x, t: model(x, t.expand(len(x)) if t.dim() == 0 else t, None).float()
+            return lambda x, t: model(x, t, None).float()
         null = torch.full_like(labels, self.num_classes)
 
         def f(x: Tensor, t: Tensor) -> Tensor:
-            t = t.expand(len(x)) if t.dim() == 0 else t
             if w == 0:
                 return model(x, t, labels).float()
             out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float()
@@ -300,7 +304,7 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
         defaults otherwise), deterministic in ``seed``. Conditional runs: ``labels`` (N,) or the
         classes in turn."""
         x = self.run_sampler(n, generator=self.generator(seed), labels=labels)
-        return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
+        return to_pixels(x)
 
     def trajectory_figures(self, folder: Path, run_name: str, *, n: int = 8, seed: int = 0,
                            label: int | None = None) -> Artifacts:
@@ -313,18 +317,17 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
         traj: list = []
         every = max(1, s["steps"] // 10)
         self.run_sampler(n, generator=self.generator(seed), labels=labels, trajectory=traj, every=every)
-        to01 = lambda v: ((v.float().clamp(-1, 1) + 1) / 2).cpu()  # noqa: E731
         steps = [int(k) for k, _, _ in traj]
         rows = []
         for i in range(min(n, 4)):
-            rows.append(torch.stack([to01(xt[i]) for _, xt, _ in traj]))
-            rows.append(torch.stack([to01(x0[i]) for _, _, x0 in traj]))
+            rows.append(torch.stack([to_pixels(xt[i]) for _, xt, _ in traj]))
+            rows.append(torch.stack([to_pixels(x0[i]) for _, _, x0 in traj]))
         what = (f"{s['sampler']}, {s['steps']} steps" + (f", w={s['guidance']:g}" if s.get("guidance") else ""))
         png = save_traversal(torch.stack(rows), folder / "trajectory.png",
                              row_labels=[f"#{i // 2} {'x_t' if i % 2 == 0 else 'pred x_0'}" for i in range(len(rows))],
                              values=steps, title=f"{run_name}: reverse trajectory ({what}), step of the sampler",
                              value_format="{:.0f}")
-        gif = animate_grids([to01(xt) for _, xt, _ in traj], folder / "trajectory.gif",
+        gif = animate_grids([to_pixels(xt) for _, xt, _ in traj], folder / "trajectory.gif",
                             nrow=max(1, math.ceil(math.sqrt(n))), titles=[f"step {k}" for k in steps],
                             duration_ms=200)
         return Artifacts(files=[png, gif])
@@ -363,7 +366,7 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
                 else:
                     labels_txt.append(f"pair {p}")
                 x = self.run_sampler(req.steps, generator=self.generator(req.seed + p), labels=lab, x_T=zs)
-                rows.append(((x.float().clamp(-1, 1) + 1) / 2).cpu())
+                rows.append(to_pixels(x))
         finally:
             used, self._sampler = self._sampler, saved
         png = save_traversal(torch.stack(rows), req.folder / "interpolation.png", row_labels=labels_txt,
