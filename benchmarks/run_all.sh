@@ -15,3 +15,5 @@ echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (timings assume an otherwise idle m
 "$PY" benchmarks/gan.py --epochs 5
 "$PY" benchmarks/sequence.py
 "$PY" benchmarks/attention.py
+"$PY" benchmarks/transformers.py
+"$PY" benchmarks/diffusion.py
