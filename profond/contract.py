@@ -214,3 +214,35 @@ class Method:
     def eval(self) -> None:
         for net in self.nets.values():
             net.eval()
+
+
+# -- frozen runs ----------------------------------------------------------------------------------
+#: A method may build on another finished run, frozen: a PixelCNN prior over a VQ-VAE's codes,
+#: latent diffusion in an autoencoder's latent space. Methods never import the loop, so the loop
+#: installs the opener (its ``load_run``) here when it is imported; the method asks for it.
+_RUN_OPENER: Any = None
+
+
+def install_run_opener(opener: Any) -> None:
+    """Called once by :mod:`profond.train.loop` with ``load_run(run_dir, checkpoint=, device=)``."""
+    global _RUN_OPENER
+    _RUN_OPENER = opener
+
+
+def open_frozen_run(run_dir: str | Path, *, device: str = "cpu", what: str = "run") -> Method:
+    """The finished run ``run_dir`` as a method with its trained (EMA) weights, every net in eval
+    mode with ``requires_grad`` off. ``what`` names the run in errors ("the VQ-VAE run")."""
+    from .errors import ConfigError
+
+    if _RUN_OPENER is None:
+        raise RuntimeError("no run opener installed: import profond.train before building this method")
+    path = Path(run_dir)
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"{what} {str(run_dir)!r} is not a run folder (no config.yaml): pass the folder "
+                          "`profond train` made for it.")
+    method, _trainer = _RUN_OPENER(path, checkpoint="last", device=device)
+    for name in method.nets:
+        net = getattr(method, "raw_nets", {}).get(name, method.nets[name])
+        net.eval()
+        net.requires_grad_(False)
+    return method

@@ -105,6 +105,9 @@ def test_sample_without_prior_exits_2(runs, tmp_path):
     (["latent", "VAE", "--a", "100000"], ["--a 100000", "test image index"]),
     (["latent", "VAE", "--codes"], ["no discrete codes"]),
     (["latent", "VQVAE"], ["no vector latent", "--codes"]),
+    (["sample", "VAE", "--temperature", "0"], ["--temperature 0", "> 0"]),
+    (["sample", "VAE", "--temperature", "0.7"], ["sample --temperature", "normalizing flow or PixelCNN"]),
+    (["eval", "VAE", "--images", "."], ["eval --images", "exact likelihood"]),
 ])
 def test_errors_exit_2(runs, args, words, tmp_path):
     args = [str(runs["vae"]) if a == "VAE" else str(runs["vqvae"]) if a == "VQVAE" else a for a in args]

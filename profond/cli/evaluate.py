@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from ..methods.capabilities import (
     Reconstructs,
     SamplerRequest,
     SamplesImages,
+    ScoresLikelihood,
     TranslatesImages,
     supports,
 )
@@ -101,7 +106,8 @@ def sample_metrics(method: Any, n: int, *, features: str, seed: int, batch_size:
     "profond eval RUN_DIR --json --checkpoint best",
     "profond eval runs/vae-fashion-mnist-20261122-101500 --n 10000 --features fmnist",
     "profond eval runs/ae-one-class --json   (anomaly run: ROC-AUC and roc.png)",
-    "profond eval runs/diffusion-... --n 10000 --sampler ddim --steps 50   (FID of DDIM-50 samples)"))
+    "profond eval runs/diffusion-... --n 10000 --sampler ddim --steps 50   (FID of DDIM-50 samples)",
+    "profond eval runs/glow-... --images my_drawings/   (flows, PixelCNN: bits/dim of each image)"))
 @user_errors
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run folder made by `profond train`."),
@@ -119,6 +125,9 @@ def eval_(
     steps: StepsOpt = None,
     eta: EtaOpt = None,
     guidance: GuidanceOpt = None,
+    images: str = typer.Option(None, "--images", help="Flow and PixelCNN runs: score these images instead (a PNG/JPG "
+                               "file or a folder of them): bits/dim of each, next to the test set's; writes "
+                               "images_bpd.csv. Other sizes are resized and colour is greyscaled, with a warning."),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for eval.json and figures (default: the run folder)."),
 ) -> None:
     """Evaluate a trained run on its test set and write eval.json.
@@ -135,6 +144,9 @@ def eval_(
     method, trainer = load_method(run_dir, checkpoint=checkpoint, device=device, data_dir=data_dir)
     folder = Path(out_dir) if out_dir else Path(run_dir)
     name = trainer.cfg.method.name
+    if images is not None:
+        score_images(method, images, folder, Path(run_dir).name, as_json=as_json, seed=seed)
+        return
     test = method.test_data()
     if test is None:
         raise ProfondError(f"method {name!r} has no test set to evaluate.")
@@ -180,3 +192,45 @@ def eval_(
         if k.endswith("_png"):
             show(f"{k[:-4].replace('_', ' ')}: {v}")
     show(f"eval.json: {path}")
+
+
+#: test images scored for the reference line of ``profond eval --images``
+REFERENCE_TEST_IMAGES = 1000
+
+
+def score_images(method: Any, spec: str, folder: Path, run_name: str, *, as_json: bool, seed: int) -> None:
+    """``profond eval RUN --images F``: bits/dim of each image of ``F`` (a file or a folder),
+    printed beside the mean of the first test images, and written to images_bpd.csv."""
+    from ..base.io import atomic_write_text
+    from ..data.inputs import read_images
+    from .common import no_capability
+
+    if not supports(method, ScoresLikelihood):
+        raise no_capability(method, "eval --images", ScoresLikelihood)
+    x, names, notes = read_images(spec, tuple(method.image_shape))
+    for note in notes:
+        show(note, stderr=True)
+    bpd = method.image_bpd(x, seed=seed).tolist()
+    ref_x, _ = method.test_images(REFERENCE_TEST_IMAGES)
+    ref = method.image_bpd(ref_x, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "images_bpd.csv"
+    rows = [["image", "bits_per_dim"], *([n, f"{b:.6f}"] for n, b in zip(names, bpd, strict=True))]
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    data = {"images": dict(zip(names, bpd, strict=True)), "test_mean_bpd": float(ref.mean()),
+            "test_images": len(ref), "csv": str(path)}
+    if as_json:
+        sys.stdout.write(json.dumps(jsonable(data)) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(title=escape(f"{run_name}: bits per dimension (lower: more likely under the model)"))
+    t.add_column("image")
+    t.add_column("bits/dim", justify="right")
+    for n_, b in zip(names, bpd, strict=True):
+        t.add_row(escape(n_), f"{b:.4f}")
+    t.add_row(escape(f"test set (mean of the first {len(ref)})"), f"{float(ref.mean()):.4f}")
+    out.print(t)
+    show(f"images_bpd.csv: {path}")

@@ -13,6 +13,7 @@ from ..methods.capabilities import (
     ChoosesSampler,
     Reconstructs,
     SamplerRequest,
+    SamplesAtTemperature,
     SamplesImages,
     TranslatesImages,
     TranslationRequest,
@@ -53,7 +54,8 @@ MAX_GRID_IMAGES = 10_000
     "profond sample runs/cyclegan-... --input 0,5,9 --direction ba",
     "profond sample runs/diffusion-... --sampler ddim --steps 50 --eta 0   (diffusion: DDIM, 50 network calls)",
     "profond sample runs/diffusion-... --sampler ddpm --trajectory   (ancestral, all T steps; trajectory.png/.gif)",
-    "profond sample runs/diffusion-cond-... --guidance 3 --label 7   (classifier-free guidance, one class)"))
+    "profond sample runs/diffusion-cond-... --guidance 3 --label 7   (classifier-free guidance, one class)",
+    "profond sample runs/glow-... --temperature 0.7   (flows, PixelCNN: sharper, less diverse samples)"))
 @user_errors
 def sample(
     run_dir: Path = typer.Argument(..., help="A run folder of a generative model (`profond train vae ...`) or of an "
@@ -82,6 +84,9 @@ def sample(
     steps: StepsOpt = None,
     eta: EtaOpt = None,
     guidance: GuidanceOpt = None,
+    temperature: float = typer.Option(None, "--temperature", "-t", help="Flow and PixelCNN runs: sampling "
+                                      "temperature τ > 0 (a flow draws z ~ N(0, τ²I); a PixelCNN divides its "
+                                      "logits by τ); default 1, the model's own distribution."),
     trajectory: bool = typer.Option(False, "--trajectory", help="Diffusion / flow runs: also trajectory.png "
                                     "(x_t and the predicted x_0 along the reverse process) and trajectory.gif."),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder)."),
@@ -111,9 +116,16 @@ def sample(
         check_count(n, MAX_GRID_IMAGES, "--n (the images of one figure)",
                     "draw several figures with different --seed, or use `profond eval RUN --n N` for the "
                     "sample metrics of many images")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise ProfondError(f"--temperature {temperature}: use a temperature > 0 (1: the model's own "
+                           "distribution; below 1: sharper, less diverse samples).")
     method, trainer = load_method(run_dir, checkpoint=checkpoint, device=device, data_dir=data_dir)
     folder = Path(out_dir) if out_dir else Path(run_dir)
     name = trainer.cfg.method.name
+    if temperature is not None:
+        if not supports(method, SamplesAtTemperature):
+            raise no_capability(method, "sample --temperature", SamplesAtTemperature)
+        method.set_temperature(temperature)
     if supports(method, TranslatesImages):
         if recon:
             raise ProfondError(f"--recon is for autoencoders; method {name!r} translates images: "

@@ -77,3 +77,55 @@ def read_image(path: Path, shape: tuple[int, ...], invert: bool, flag: str = "--
     x = x.permute(2, 0, 1) if x.ndim == 3 else x.unsqueeze(0)
     x = x.unsqueeze(0)
     return 1.0 - x if invert else x
+
+
+#: most image files one ``--images`` folder may hold
+MAX_IMAGE_FILES = 10_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def read_images(spec: str | Path, shape: tuple[int, ...], flag: str = "--images") -> tuple[Tensor, list[str], list[str]]:
+    """The images of a file or a folder (its PNG/JPG/... files, sorted by name, not recursive)
+    as ``(N, C, H, W)`` floats in [0, 1] for a model of ``shape``; returns them, their names and
+    warnings: an image of another size is resized (Lanczos), a colour image greyscaled, and
+    each says so, since a likelihood of a converted image is not that of the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(spec).expanduser()
+    c, h, w = (int(v) for v in shape)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ProfondError(f"{flag} {str(spec)!r}: the folder holds no image file ({', '.join(IMAGE_SUFFIXES)}); "
+                               f"put {h}x{w} images in it.")
+        if len(files) > MAX_IMAGE_FILES:
+            raise ProfondError(f"{flag} {str(spec)!r}: {len(files):,} images; score at most {MAX_IMAGE_FILES:,} at a "
+                               "time (split the folder).")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ProfondError(f"{flag} {str(spec)!r}: no such file or folder; pass a PNG/JPG or a folder of them.")
+    xs, names, notes = [], [], []
+    resized, coloured = [], []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                size, mode = im.size, im.mode
+        except (UnidentifiedImageError, OSError) as e:
+            raise ProfondError(f"{flag} {str(f)!r}: cannot read it as an image ({type(e).__name__}); pass PNG or "
+                               "JPG files.") from None
+        if size != (w, h):
+            resized.append(f"{f.name} ({size[0]}x{size[1]})")
+        if c == 1 and mode not in ("L", "1", "I", "I;16", "P", "LA"):
+            coloured.append(f.name)
+        xs.append(read_image(f, shape, invert=False, flag=flag))
+        names.append(f.name)
+    if resized:
+        notes.append(f"warning: resized to {w}x{h} (this model's images): {', '.join(resized[:5])}"
+                     + (f" and {len(resized) - 5} more" if len(resized) > 5 else "")
+                     + "; the bits/dim are those of the resized images.")
+    if coloured:
+        notes.append(f"warning: converted to greyscale: {', '.join(coloured[:5])}"
+                     + (f" and {len(coloured) - 5} more" if len(coloured) > 5 else "") + ".")
+    return torch.cat(xs), names, notes

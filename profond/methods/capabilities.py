@@ -22,6 +22,9 @@ capability             what the method provides                             used
 ``TracesGates``        ``gate_figure(text, path, ...)``: recurrent gates      gates
 ``TranslatesText``     ``translate_texts(texts, beam=)``: text -> text        translate
 ``AttentionMaps``      ``attention_figure(text, path, ...)``: attention       translate --attention-png
+``ChoosesSampler``     ``use_sampler(request)``: sampler, steps, guidance     sample, eval
+``ScoresLikelihood``   ``image_bpd(x)``: bits per dimension of images        eval --images
+``SamplesAtTemperature`` ``set_temperature(tau)``: sharper / wider samples   sample --temperature
 =====================  ===================================================  ==================
 """
 
@@ -261,3 +264,29 @@ class ChoosesSampler(Capability):
                            label: int | None = None) -> Artifacts:
         """One reverse trajectory of ``n`` samples: x_t and the predicted x_0 every few steps
         (a strip PNG) and a GIF of x_t."""
+
+
+# -- exact likelihoods ----------------------------------------------------------------------------
+class ScoresLikelihood(Capability):
+    """Gives each image an exact log-likelihood (or a bound on it) in bits per dimension
+    (:mod:`profond.metrics.likelihood`): ``profond eval RUN --images FILE_OR_FOLDER``
+    scores a user's own images; ``profond eval RUN`` reports the test set's ``bpd``."""
+
+    needs = "a run with an exact likelihood (a normalizing flow or PixelCNN run)"
+
+    @abc.abstractmethod
+    def image_bpd(self, x: Tensor, *, seed: int = 0) -> Tensor:
+        """Bits per dimension ``(N,)`` (CPU, float64) of images ``x`` ``(N, C, H, W)`` in [0, 1]
+        of this run's shape, read as 8-bit levels; deterministic in ``seed`` (dequantization)."""
+
+
+class SamplesAtTemperature(Capability):
+    """Samples at a temperature τ (``profond sample RUN --temperature 0.7``): a flow scales its
+    prior's standard deviation by τ, an autoregressive model divides its logits by τ."""
+
+    needs = "a run whose sampler has a temperature (a normalizing flow or PixelCNN run)"
+
+    @abc.abstractmethod
+    def set_temperature(self, tau: float) -> None:
+        """Make the next :meth:`SamplesImages.sample` calls draw at temperature ``tau`` (> 0,
+        checked by the CLI; 1: the model's own distribution)."""

@@ -24,7 +24,16 @@ probability ``method.cond_drop`` (10 %) in training, and samples with
 ``ε̂ = (1 + w) ε(x, c) − w ε(x, ∅)``.
 
 Pixels: the data layer gives [0, 1]; the process runs on [-1, 1] (``x = 2·pixel − 1``) and
-samples come back on [0, 1]. With ``train.ema_decay`` the loop keeps an EMA of the denoiser:
+samples come back on [0, 1].
+
+Latent diffusion (Rombach et al. 2022; course seed 000 "Stable Diffusion"): with
+``method.autoencoder=RUN_DIR`` the process runs in the latent space of a finished AE or VAE
+run, frozen. Each training and test image is encoded once (a VAE's posterior mean), each
+latent dimension standardised with the training codes' mean and standard deviation (the role
+of Stable Diffusion's latent scale factor: the noise of eq. 10.8 then has the codes' scale),
+a vector denoiser (``model.name=diffusion-mlp``) learns them, and samples are decoded back to
+images: ``profond sample`` / ``eval`` / ``latent`` work as on a pixel run. The autoencoder's
+run folder must stay where it is: loading this run reopens it. With ``train.ema_decay`` the loop keeps an EMA of the denoiser:
 the validation loss, the epoch grids and every sample of a saved run use the EMA weights.
 """
 
@@ -93,7 +102,7 @@ class DiffusionOptions:
     guidance: Annotated[float, Range(0), "w of eq. 10.22"] = 0.0
     #: DDPM sampler variance: beta_tilde (σ² = β̃_t) | beta (σ² = β_t), eq. 10.20
     sigma: Literal["beta_tilde", "beta"] = "beta_tilde"
-    #: clip the predicted x_0 to [-1, 1] inside each sampling step
+    #: clip the predicted x_0 to [-1, 1] inside each sampling step (pixel runs; latent runs never clip)
     clip_x0: bool = True
     #: samples of the grid written at the end of every epoch (0: none)
     grid_n: Annotated[NonNegInt, "0: no grid"] = 64
@@ -105,6 +114,8 @@ class DiffusionOptions:
     bpd_timesteps: Annotated[PosInt, "t per image"] = 20
     #: seed of all evaluation randomness (t, ε)
     eval_seed: Seed = 0
+    #: latent diffusion: the run folder of a finished AE / VAE whose latent space the process runs in (null: pixels)
+    autoencoder: str | None = None
 
 
 @METHODS.register("diffusion", help="diffusion: DDPM / DDIM / classifier-free guidance / flow matching (ch. 10)")
@@ -113,9 +124,14 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
     monitor = ("val_loss", "min")
 
     def __init__(self, cfg: RunConfig, env: Env, *, with_data: bool = True):
-        super().__init__(cfg, env, with_data=with_data)
+        super().__init__(cfg, env, with_data=False)
         o = self.opts
         self.schedule = NoiseSchedule(o.schedule, o.timesteps)
+        #: shape of one x_0 of the process: the image's, or (d,) in an autoencoder's latent space
+        self.x_shape: tuple[int, ...] = self.image_shape
+        self.autoencoder: Any = None
+        if o.autoencoder is not None:
+            self.open_autoencoder(o.autoencoder)
         model = self.build_model()
         if not getattr(model, "is_denoiser", False):
             raise ConfigError(f"method 'diffusion' needs a denoiser model(x_t, t, y); model {cfg.model.name!r} "
@@ -125,6 +141,63 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
         self.check_options(o)
         self.nets = {"model": model}
         self._sampler = self.resolve(SamplerRequest())
+        if with_data:
+            if self.autoencoder is None:
+                self.train_data, self.val_data = self.build_loaders()
+            else:
+                self.train_data, self.val_data = self.build_loaders(self.latents(self.data.train_x), self.data.train_y)
+
+    # -- latent diffusion ---------------------------------------------------------------------
+    def open_autoencoder(self, run_dir: str) -> None:
+        """Open the frozen AE / VAE run and fit the standardisation of its latent codes."""
+        from ..contract import open_frozen_run
+
+        ae = open_frozen_run(run_dir, device=str(self.env.device), what="method.autoencoder")
+        if not getattr(ae, "has_latent", False) or not getattr(ae, "latent_dim", None):
+            raise ConfigError(f"method.autoencoder={run_dir!r} is a {ae.cfg.method.name!r} run without a vector latent "
+                              "space: pass the run folder of an autoencoder or VAE (`profond train --recipe fmnist-vae`).")
+        if tuple(ae.image_shape) != tuple(self.image_shape):
+            raise ConfigError(f"method.autoencoder={run_dir!r} was trained on {list(ae.image_shape)} images, this run's "
+                              f"data ({self.data.name}) has {list(self.image_shape)}: use the same data.name as the "
+                              "autoencoder run.")
+        if self.cfg.model.name == "diffusion-unet":
+            raise ConfigError("latent diffusion denoises the autoencoder's latent vectors: set model.name=diffusion-mlp "
+                              "(diffusion-unet is for images).")
+        self.autoencoder = ae
+        self.x_shape = (int(ae.latent_dim),)
+        z = self.encode_images(self.data.train_x)                                      # (N, d)
+        self.z_mean = z.mean(0)
+        self.z_std = z.std(0).clamp_min(1e-4)  # a collapsed VAE dimension keeps a finite scale
+
+    def encode_images(self, x_uint8: Tensor) -> Tensor:
+        """The autoencoder's codes (a VAE's posterior means) of uint8 images, ``(N, d)`` on the device."""
+        from .generative import batched
+
+        ae = self.autoencoder
+        return batched(lambda v: ae.encode(v.float().div(255.0).to(self.env.device)).float(), x_uint8, 1000)
+
+    def latents(self, x_uint8: Tensor) -> Tensor:
+        """Standardised codes ``(z − mean) / std`` of uint8 images: the x_0 of the process (CPU)."""
+        return ((self.encode_images(x_uint8) - self.z_mean) / self.z_std).cpu()
+
+    def to_images(self, x: Tensor) -> Tensor:
+        """Samples of the process as [0, 1] images on the CPU: pixels rescaled, or latents
+        un-standardised and decoded by the autoencoder."""
+        if self.autoencoder is None:
+            return to_pixels(x)
+        z = x.float().to(self.z_mean.device) * self.z_std + self.z_mean
+        return self.autoencoder.decode(z).float().clamp(0, 1).cpu()
+
+    def build_model(self) -> Any:
+        from ..registry import MODELS
+
+        return MODELS.build(self.cfg.model.name, in_shape=self.x_shape, num_classes=len(self.classes),
+                            **self.cfg.model.args)
+
+    def test_data(self) -> Any:
+        if self.autoencoder is None:
+            return super().test_data()
+        return self.eval_batches(self.latents(self.data.test_x), self.data.test_y)
 
     @staticmethod
     def check_options(o: DiffusionOptions) -> None:
@@ -156,10 +229,13 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
         o = self.opts
         return {**super().describe(), "process": o.process, "schedule": o.schedule, "timesteps": o.timesteps,
                 "prediction": o.prediction, "loss": o.loss, "conditional": self.conditional,
-                "sampler": self._sampler}
+                "sampler": self._sampler, "autoencoder": o.autoencoder,
+                "latent_shape": list(self.x_shape) if self.autoencoder is not None else None}
 
     # -- the training objective ---------------------------------------------------------------
     def to_model_scale(self, x: Tensor) -> Tensor:
+        if self.autoencoder is not None:
+            return x  # standardised latent codes already
         return x * 2.0 - 1.0  # [0, 1] -> [-1, 1]
 
     def drop_labels(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -211,7 +287,7 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
                 with ctx.autocast():
                     total += self.losses(model, x0, yy, generator=g).double().sum().item()
                 n += len(x0)
-                if detailed and o.process == "ddpm" and bpd_n < o.bpd_images:
+                if detailed and o.process == "ddpm" and self.autoencoder is None and bpd_n < o.bpd_images:
                     xb = x0[: o.bpd_images - bpd_n]
                     yb = None if yy is None else yy[: len(xb)]
                     bpd = self.schedule.bits_per_dim(lambda xt, t, _y=yb: model(xt, t.float(), _y).float(), xb,
@@ -281,18 +357,19 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
                     x_T: Tensor | None = None, trajectory: list | None = None, every: int | None = None) -> Tensor:
         """``n`` samples on [-1, 1] with the current settings (device tensors)."""
         s, o = self._sampler, self.opts
-        shape = (n, *self.image_shape)
+        shape = (n, *self.x_shape)
         if self.conditional:
             labels = (self.default_labels(n) if labels is None else labels).to(self.env.device)
+        clip = o.clip_x0 and self.autoencoder is None  # [-1, 1] bounds pixels, not standardised latents
         with self.eval_mode() as model:
             f = self.denoiser(model, labels, s["guidance"] or 0.0)
             common = dict(generator=generator, x_T=x_T, trajectory=trajectory, trajectory_every=every)
             if s["sampler"] == "ddpm":
                 res = sample_ddpm(f, self.schedule, shape, steps=s["steps"], sigma=o.sigma,
-                                  prediction=o.prediction, clip_x0=o.clip_x0, **common)
+                                  prediction=o.prediction, clip_x0=clip, **common)
             elif s["sampler"] == "ddim":
                 res = sample_ddim(f, self.schedule, shape, steps=s["steps"], eta=s["eta"],
-                                  prediction=o.prediction, clip_x0=o.clip_x0, **common)
+                                  prediction=o.prediction, clip_x0=clip, **common)
             else:
                 res = sample_flow(f, shape, steps=s["steps"], method=s["sampler"],
                                   time_scale=o.timesteps - 1, **common)
@@ -304,7 +381,7 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
         defaults otherwise), deterministic in ``seed``. Conditional runs: ``labels`` (N,) or the
         classes in turn."""
         x = self.run_sampler(n, generator=self.generator(seed), labels=labels)
-        return to_pixels(x)
+        return self.to_images(x)
 
     def trajectory_figures(self, folder: Path, run_name: str, *, n: int = 8, seed: int = 0,
                            label: int | None = None) -> Artifacts:
@@ -320,14 +397,14 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
         steps = [int(k) for k, _, _ in traj]
         rows = []
         for i in range(min(n, 4)):
-            rows.append(torch.stack([to_pixels(xt[i]) for _, xt, _ in traj]))
-            rows.append(torch.stack([to_pixels(x0[i]) for _, _, x0 in traj]))
+            rows.append(torch.cat([self.to_images(xt[i: i + 1]) for _, xt, _ in traj]))
+            rows.append(torch.cat([self.to_images(x0[i: i + 1]) for _, _, x0 in traj]))
         what = (f"{s['sampler']}, {s['steps']} steps" + (f", w={s['guidance']:g}" if s.get("guidance") else ""))
         png = save_traversal(torch.stack(rows), folder / "trajectory.png",
                              row_labels=[f"#{i // 2} {'x_t' if i % 2 == 0 else 'pred x_0'}" for i in range(len(rows))],
                              values=steps, title=f"{run_name}: reverse trajectory ({what}), step of the sampler",
                              value_format="{:.0f}")
-        gif = animate_grids([to_pixels(xt) for _, xt, _ in traj], folder / "trajectory.gif",
+        gif = animate_grids([self.to_images(xt) for _, xt, _ in traj], folder / "trajectory.gif",
                             nrow=max(1, math.ceil(math.sqrt(n))), titles=[f"step {k}" for k in steps],
                             duration_ms=200)
         return Artifacts(files=[png, gif])
@@ -351,13 +428,13 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
             self._sampler = {**saved, "sampler": "ddim", "eta": 0.0,
                              "steps": saved["steps"] if saved["sampler"] == "ddim" else 50}
         g = self.generator(req.seed)
-        d = math.prod(self.image_shape)
+        d = math.prod(self.x_shape)
         rows, labels_txt = [], []
         t = torch.linspace(0, 1, req.steps)
         try:
             for p in range(req.pairs):
                 a, b = torch.randn((2, d), generator=g, device=self.env.device)
-                zs = slerp(a, b, t.to(a.device)).view(req.steps, *self.image_shape)
+                zs = slerp(a, b, t.to(a.device)).view(req.steps, *self.x_shape)
                 lab = None
                 if self.conditional:
                     k = req.label if req.label is not None else p % self.num_classes
@@ -366,7 +443,7 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
                 else:
                     labels_txt.append(f"pair {p}")
                 x = self.run_sampler(req.steps, generator=self.generator(req.seed + p), labels=lab, x_T=zs)
-                rows.append(to_pixels(x))
+                rows.append(self.to_images(x))
         finally:
             used, self._sampler = self._sampler, saved
         png = save_traversal(torch.stack(rows), req.folder / "interpolation.png", row_labels=labels_txt,
@@ -377,4 +454,4 @@ class DiffusionMethod(GenerativeMethod, SamplesImages, ChoosesSampler, ExploresL
     # -- helpers for experiments --------------------------------------------------------------
     def sample_noise(self, n: int, seed: int) -> Tensor:
         """The x_T of ``n`` samples drawn as :meth:`sample` would (for fixed-noise comparisons)."""
-        return torch.randn((n, *self.image_shape), generator=self.generator(seed), device=self.env.device)
+        return torch.randn((n, *self.x_shape), generator=self.generator(seed), device=self.env.device)

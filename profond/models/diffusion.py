@@ -72,7 +72,7 @@ from ..nn.attention import MultiHeadAttention
 from ..nn.layers import InShape
 from ..registry import MODELS
 
-__all__ = ["PRESETS", "AttentionBlock", "DiffusionUNet", "ResBlock", "TimeEmbedding", "timestep_embedding"]
+__all__ = ["PRESETS", "AttentionBlock", "DiffusionMLP", "DiffusionUNet", "ResBlock", "TimeEmbedding", "timestep_embedding"]
 
 Preset = Literal["small", "large", "fig10.2"]
 #: computations of eq. 6.9 for the attention blocks (``local`` would need a window: not offered)
@@ -364,3 +364,84 @@ def diffusion_unet(in_shape: InShape = (1, 28, 28), num_classes: NonNegInt = 0, 
                          num_heads=num_heads, dropout=dropout, groups=groups,
                          num_classes=num_classes if conditional else 0, time_dim=time_dim, film=film,
                          attn_impl=attn_impl)
+
+
+# ----------------------------------------------------------------------------------------
+# a denoiser for vector data: latent diffusion in an autoencoder's latent space
+
+
+class MLPBlock(nn.Module):
+    """``x + W₂ drop(SiLU(LN(W₁ x) · (1 + s) + b))``, ``(s, b) = W e``: the time (and class)
+    embedding ``e`` modulates each block (FiLM); ``W₂`` starts at 0, so the block starts as the
+    identity, as the U-Net's residual blocks do."""
+
+    def __init__(self, dim: int, hidden: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.film = nn.Linear(emb_dim, 2 * hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        s, b = self.film(F.silu(emb)).chunk(2, dim=1)                   # (N, hidden) each
+        h = self.norm(self.fc1(x)) * (1 + s) + b
+        return x + self.fc2(self.drop(F.silu(h)))                       # (N, dim)
+
+
+class DiffusionMLP(nn.Module):
+    """Denoiser ``model(z_t, t, y)`` of vectors ``z ∈ ℝ^d`` (an autoencoder's latent codes:
+    latent diffusion, Rombach et al. 2022, course seed 000 "Stable Diffusion"): a linear map to
+    ``width``, ``depth`` residual FiLM blocks reading the embedding of eq. 10.19 (plus a class
+    embedding with the null class ∅ of eq. 10.22 when conditional), a linear map back to ``d``
+    that starts at 0 (the net starts as the zero function: ε-loss 1 at initialisation).
+    Inputs of any shape ``(N, *shape)`` are flattened to ``d = prod(shape)`` and the output
+    reshaped back, so the same net is a (weak, position-blind) pixel-space baseline too."""
+
+    is_denoiser = True
+
+    def __init__(self, dim: int, *, width: int = 256, depth: int = 4, num_classes: int = 0,
+                 dropout: float = 0.0, time_dim: int | None = None):
+        super().__init__()
+        self.dim, self.num_classes = dim, num_classes
+        time_dim = time_dim or width
+        self.time_embed = TimeEmbedding(min(width, 128), time_dim)
+        self.class_embed = nn.Embedding(num_classes + 1, time_dim) if num_classes else None  # + ∅
+        self.inp = nn.Linear(dim, width)
+        self.blocks = nn.ModuleList(MLPBlock(width, 2 * width, time_dim, dropout) for _ in range(depth))
+        self.out_norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        n = z.shape[0]
+        if t.dim() == 0:
+            t = t.expand(n)
+        e = self.time_embed(t)                                          # (N, time_dim)  (10.19)
+        if self.class_embed is not None:
+            if y is None:
+                y = torch.full((n,), self.num_classes, dtype=torch.long, device=z.device)  # all ∅
+            e = e + self.class_embed(y)
+        elif y is not None:
+            raise ConfigError("labels given to an unconditional denoiser: build it with model.conditional=true.")
+        h = self.inp(z.flatten(1))                                      # (N, width)
+        for block in self.blocks:
+            h = block(h, e)
+        return self.out(F.silu(self.out_norm(h))).view(z.shape)        # (N, *shape): ε̂ (or x̂_0, v̂)
+
+
+@MODELS.register("diffusion-mlp", help="denoiser of vectors (latent diffusion in an autoencoder's latent space): "
+                                       "residual FiLM MLP with time / class embeddings", tags=("method:diffusion",))
+def diffusion_mlp(in_shape: tuple[PosInt, ...] = (16,), num_classes: NonNegInt = 0, conditional: bool = False,
+                  width: PosInt = 256, depth: PosInt = 4, dropout: Prob = 0.0,
+                  time_dim: PosInt | None = None) -> DiffusionMLP:
+    """``in_shape``: ``(d,)``, the latent size (method ``diffusion`` with ``method.autoencoder``
+    passes it), or an image shape (flattened: a pixel-space baseline); ``conditional`` as for
+    ``diffusion-unet``."""
+    if conditional and num_classes < 1:
+        raise ConfigError("model.conditional=true needs a labelled dataset (num_classes >= 1).")
+    return DiffusionMLP(math.prod(int(v) for v in in_shape), width=width, depth=depth, num_classes=num_classes if conditional else 0,
+                        dropout=dropout, time_dim=time_dim)

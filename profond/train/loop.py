@@ -49,7 +49,7 @@ from ..base.device import cpu_has_native_bf16, env_world, resolve_device, resolv
 from ..base.io import atomic_write_json, os_error_message
 from ..base.lock import RunLock, lock_run_folder
 from ..config import RunConfig, check_run_name, resolve_method
-from ..contract import Callback, Env, Method
+from ..contract import Callback, Env, Method, install_run_opener
 from ..errors import CheckpointError, ConfigError, ProfondError, TrainingDiverged
 from ..registry import METHODS
 from . import distributed as dist_utils
@@ -789,5 +789,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
     trainer.method.attach_run(run_dir)
     return trainer.method, trainer
 
+
+install_run_opener(load_run)  # methods that build on a frozen run open it through the contract
 
 __all__ = ["train", "Trainer", "RunResult", "RunWriteError", "LoopContext", "load_run", "seed_everything"]
