@@ -174,7 +174,7 @@ def targets(data: dict[str, Any]) -> dict[str, Any]:
 def write_md(data: dict[str, Any]) -> None:
     m = data.get("machine", {})
     parts = [f"# Transformers (benchmarks/transformers.py)\n\nMachine: {m.get('cpu', '?')}, "
-             f"{m.get('threads', '?')} threads, native bf16: {m.get('cpu_native_bf16', '?')}; "
+             f"{m.get('threads', '?')} threads, native bf16: {m.get('bf16_in_hardware', '?')}; "
              f"{data.get('load', '')}. Command: `{data.get('command', '')}`.\n"]
     if kv := data.get("kv"):
         kv = [kv] if isinstance(kv, dict) else kv
