@@ -28,7 +28,8 @@ from tests.conftest import digits_cfg
 load_all()
 
 #: ``str`` options that are free text, not a choice (none today): every other one is a Literal
-FREE_TEXT: set[tuple[str, str]] = set()
+#: plain-str options that hold free text (a run folder), not a choice
+FREE_TEXT: set[tuple[str, str]] = {("diffusion", "autoencoder")}
 
 
 def _unwrap(hint: Any) -> tuple[Any, list[Range], bool]:
