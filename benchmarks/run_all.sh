@@ -17,3 +17,4 @@ echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (timings assume an otherwise idle m
 "$PY" benchmarks/attention.py
 "$PY" benchmarks/transformers.py
 "$PY" benchmarks/diffusion.py
+"$PY" benchmarks/likelihood.py   # sampling (minutes), then the curve: 3 x 600 s of training + evaluations

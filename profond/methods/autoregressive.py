@@ -52,7 +52,7 @@ from ..base.coerce import NonNegInt, Range, Seed
 from ..config import RunConfig
 from ..contract import Env, StepContext, open_frozen_run
 from ..errors import ConfigError, ProfondError
-from ..metrics.likelihood import bpd_from_logits, nats_to_bpd, to_levels
+from ..metrics.likelihood import bpd_from_logits, mutate_levels, nats_to_bpd, to_levels
 from ..registry import METHODS
 from .capabilities import SamplesAtTemperature, SamplesImages, ScoresLikelihood
 from .gan import SampleGrid
@@ -75,6 +75,8 @@ class AutoregressiveOptions:
     grid_n: Annotated[NonNegInt, "0: no grid"] = 16
     #: seed of that grid (the same draws every epoch)
     grid_seed: Seed = 0
+    #: train a background model (Ren et al. 2019): each training pixel replaced by a random level with this probability
+    mutation_rate: Annotated[float, Range(0, 1), "0: the plain model; 0.1-0.3 for a background model"] = 0.0
 
 
 @contextmanager
@@ -127,6 +129,9 @@ class AutoregressiveMethod(GenerativeMethod, SamplesImages, ScoresLikelihood, Sa
         self._test_codes: Tensor | None = None
         kwargs: dict[str, Any] = dict(cfg.model.args)
         if o.vqvae is not None:
+            if o.mutation_rate:
+                raise ConfigError("method.mutation_rate perturbs pixels (a background model of images); a prior "
+                                  "over VQ-VAE codes has none: leave method.mutation_rate at 0 with method.vqvae.")
             self.vq = self.open_vqvae(o.vqvae, training=with_data)
             k, (h, w) = self.vq.model.quantizer.num_codes, self.vq.grid
             self.check_prior_args(kwargs, k, training=with_data)
@@ -235,6 +240,8 @@ class AutoregressiveMethod(GenerativeMethod, SamplesImages, ScoresLikelihood, Sa
 
     def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
         x, y = batch
+        if self.vq is None:
+            x = mutate_levels(x, self.opts.mutation_rate)                  # the input itself when the rate is 0
         with ctx.autocast():
             loss = self.bpd(self.nets["model"], x, y.to(x.device)).mean()
         ctx.optimize(loss)

@@ -53,7 +53,7 @@ from ..config import RunConfig
 from ..contract import Env, Method, StepContext
 from ..data import Batches
 from ..errors import ConfigError, ProfondError
-from ..metrics.likelihood import LEVELS, bpd_from_density, dequantize
+from ..metrics.likelihood import LEVELS, bpd_from_density, dequantize, mutate_levels
 from ..models.flow import MultiScaleFlow, VectorFlow, standard_normal_logp
 from ..registry import METHODS
 from .capabilities import SamplesAtTemperature, SamplesImages, ScoresLikelihood
@@ -86,6 +86,8 @@ class FlowOptions:
     grid_seed: Seed = 0
     #: seed of the dequantization noise of every evaluation (the same u at every epoch)
     eval_seed: Seed = 0
+    #: train a background model (Ren et al. 2019): each training pixel replaced by a random level with this probability
+    mutation_rate: Annotated[float, Range(0, 1), "0: the plain model; 0.1-0.3 for a background model"] = 0.0
 
 
 class Preprocess:
@@ -168,7 +170,7 @@ class FlowMethod(GenerativeMethod, SamplesImages, ScoresLikelihood, SamplesAtTem
         return bpd_from_density(log_p, self.dims, log_det_scale=log_det_scale)
 
     def train_step(self, batch: Any, ctx: StepContext) -> dict[str, Any]:
-        x = batch[0]
+        x = mutate_levels(batch[0], self.opts.mutation_rate)               # the input itself when the rate is 0
         with ctx.autocast():
             loss = self.bpd(self.nets["model"], x).mean()
         ctx.optimize(loss)

@@ -95,5 +95,23 @@ def bpd_from_logits(logits: Tensor, x: Tensor) -> Tensor:
     return nats_to_bpd(nll.flatten(1).sum(1), nll[0].numel())
 
 
+def mutate_levels(x: Tensor, rate: float, generator: torch.Generator | None = None,
+                  levels: int = LEVELS) -> Tensor:
+    """Images ``x`` in [0, 1] with each pixel replaced, with probability ``rate``, by a level drawn
+    uniformly from ``{0, …, levels − 1}`` (as ``k / (levels − 1)``): the input perturbation of the
+    *background model* of Ren et al. (2019, §3.1), whose likelihood ``p_θ0`` carries the
+    population-level statistics (smoothness, mass of black pixels) but little of the semantics.
+    The likelihood ratio ``LLR(x) = log p_θ(x) − log p_θ0(x)`` then scores what the background
+    model cannot explain; in bits/dim, ``bpd_θ0(x) − bpd_θ(x)``."""
+    if not 0 <= rate <= 1:
+        raise ValueError(f"mutation rate {rate}: use a probability in [0, 1]")
+    if rate == 0:
+        return x
+    dev = x.device
+    hit = torch.rand(x.shape, generator=generator, device=dev) < rate
+    new = torch.randint(0, levels, x.shape, generator=generator, device=dev).to(x.dtype) / (levels - 1)
+    return torch.where(hit, new, x)
+
+
 __all__ = ["LEVELS", "DEQUANT_BITS", "nats_to_bpd", "to_levels", "dequantize", "bpd_from_density",
-           "bpd_from_logits"]
+           "bpd_from_logits", "mutate_levels"]
