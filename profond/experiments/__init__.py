@@ -30,7 +30,7 @@ from ..errors import ProfondError
 from ..registry import EXPERIMENTS
 
 #: modules holding registered experiments (later issues add theirs here)
-MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention", "attention_theory", "attention_heads", "efficient_attention", "transformer_ablation", "head_analysis", "language_models", "diffusion", "flows", "likelihood", "learning_theory", "ntk"]
+MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention", "attention_theory", "attention_heads", "efficient_attention", "transformer_ablation", "head_analysis", "language_models", "diffusion", "flows", "likelihood", "learning_theory", "ntk", "landscape", "information"]
 
 
 @dataclass
