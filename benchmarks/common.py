@@ -25,6 +25,17 @@ def load_note(load: list[float] | tuple[float, ...]) -> str:
     return f"1-min load average {load[0]:.2f}"
 
 
+def provenance(part: dict[str, Any]) -> str:
+    """One line under a results table: the command, the machine, the date and the load before and
+    after (``part`` holds ``command``, ``quick``, ``threads``, ``load`` and ``machine`` as written by
+    the benchmark scripts)."""
+    m = part.get("machine", {})
+    return (f"`{part.get('command', '')}`{' (quick)' if part.get('quick') else ''} on {m.get('cpu', '?')}, "
+            f"{part.get('threads', '?')} threads, native bf16: {m.get('bf16_in_hardware', '?')}, "
+            f"torch {m.get('torch', '?')}, {m.get('date', '')}, {part.get('load', '')} at the start, "
+            f"{(m.get('load_avg_1_5_15') or ['?'])[0]} at the end.")
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS_DIR, load_note, machine, md_table, read_json, write_json
+from common import RESULTS_DIR, load_note, machine, md_table, provenance, read_json, write_json
 from mfu import matmul_peak
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -281,7 +281,7 @@ def write_md(data: dict[str, Any], path: Path) -> None:
                        [[r["recipe"], r["sampler"], r["guidance"] or "-", r["nfe_per_image"], r["net_batch_per_call"],
                          r["ms_per_call"], r["images_per_s"], r["s_per_image"], f"{r['speedup_vs_ddpm']}x"]
                         for r in s["rows"]])
-            + f"\n\n{_provenance(s)}\n")
+            + f"\n\n{provenance(s)}\n")
     if tr := data.get("train"):
         parts.append(
             f"## Training step ({tr['recipe']} U-Net, {tr['optimizer']}, clip {tr['clip_grad_norm']}, ε-loss "
@@ -290,7 +290,7 @@ def write_md(data: dict[str, Any], path: Path) -> None:
                         "peak GFLOP/s", "MFU"],
                        [[r["precision"], r["batch"], r["step_ms"], r["images_per_s"], r["gflop_per_step"],
                          r["achieved_gflops"], r["peak_gflops"], f"{r['mfu']:.1%}"] for r in tr["rows"]])
-            + f"\n\n{_provenance(tr)}\n")
+            + f"\n\n{provenance(tr)}\n")
     q = data.get("quality") or {}
     if q.get("measured"):
         g = q["gan"]
@@ -303,18 +303,11 @@ def write_md(data: dict[str, Any], path: Path) -> None:
             + f"\n\nGAN reference FIDs ({g['source']}): "
             + ", ".join(f"{k} {v}" for k, v in g["fid"].items())
             + ". FID is biased up at small n: compare at the same number of samples (gan.py uses 10,000).\n\n"
-            + f"{_provenance(q)}\n")
+            + f"{provenance(q)}\n")
     else:
         parts.append("## Quality\n\nNot measured (run with `--fid RUN_DIR[,RUN_DIR...]` on trained runs).\n")
     parts.append(f"Targets: {targets(data)}\n")
     path.write_text("\n".join(parts))
-
-
-def _provenance(part: dict[str, Any]) -> str:
-    m = part.get("machine", {})
-    return (f"`{part.get('command', '')}`{' (quick)' if part.get('quick') else ''} on {m.get('cpu', '?')}, "
-            f"{part.get('threads', '?')} threads, native bf16: {m.get('bf16_in_hardware', '?')}, "
-            f"{m.get('date', '')}, {part.get('load', '')}.")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS_DIR, load_note, machine, md_table, read_json, write_json
+from common import RESULTS_DIR, load_note, machine, md_table, provenance, read_json, write_json
 
 from profond.contract import Callback, Env
 
@@ -358,7 +358,7 @@ def write_md(data: dict[str, Any], path: Path) -> None:
                         for r in s["rows"]])
             + "\n\nPixelCNN / flow time per image: "
             + ", ".join(f"{k} {v}x" for k, v in s["ratio_s_per_image"].items())
-            + f".\n\n{_provenance(s)}\n")
+            + f".\n\n{provenance(s)}\n")
     if c := data.get("curve"):
         fams = c["families"]
         parts.append(
@@ -378,19 +378,11 @@ def write_md(data: dict[str, Any], path: Path) -> None:
             + "\n\nBits/dim of the test subset against training seconds:\n\n"
             + md_table(["family", *(f"point {i}" for i in range(max(len(r["curve"]) for r in fams.values())))],
                        [[f, *(f"{p['train_s']} s: {p['bpd']}" for p in r["curve"])] for f, r in fams.items()])
-            + f"\n\n![bits/dim against training seconds]({c['figure']})\n\n{_provenance(c)}\n")
+            + f"\n\n![bits/dim against training seconds]({c['figure']})\n\n{provenance(c)}\n")
     else:
         parts.append("## Test bits/dim in a CPU budget\n\nNot measured (`--only curve`: 3 x `--budget-s` of training plus evaluations, about 40 minutes at the default 600 s).\n")
     parts.append(f"Targets: {targets(data)}\n")
     path.write_text("\n".join(parts))
-
-
-def _provenance(part: dict[str, Any]) -> str:
-    m = part.get("machine", {})
-    return (f"`{part.get('command', '')}`{' (quick)' if part.get('quick') else ''} on {m.get('cpu', '?')}, "
-            f"{part.get('threads', '?')} threads, native bf16: {m.get('bf16_in_hardware', '?')}, "
-            f"torch {m.get('torch', '?')}, {m.get('date', '')}, {part.get('load', '')} at the start, "
-            f"{(m.get('load_avg_1_5_15') or ['?'])[0]} at the end.")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -36,7 +36,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 from ..metrics.capacity import (  # noqa: E402
     count_labelings,
@@ -50,6 +49,7 @@ from ..metrics.scaling import fit_power_law, power_law_band  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
 from . import ExperimentResult, num_threads, verdict  # noqa: E402
+from .dynamics import implicit_bias_table  # noqa: E402  (theorem 11.10's check, shared with double-descent)
 
 # ----------------------------------------------------------------------------------------
 # 1. VC dimension of linear classifiers in the plane (exercise 11.1, proposition 11.5)
@@ -184,45 +184,6 @@ def rademacher(out: Path, quick: bool) -> ExperimentResult:
 # 3. Implicit bias of gradient descent (exercise 11.5, theorem 11.10) and the min-norm peak
 
 
-def gd_least_squares(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, steps: int,
-                     lr: float | None = None) -> torch.Tensor:
-    """Full-batch gradient descent on ``‖Xw − y‖² / (2n)``: ``w ← w − lr Xᵀ(Xw − y)/n``.
-
-    The default step ``1/λ_max(XᵀX/n)`` is stable (the condition is ``lr < 2/λ_max``)."""
-    n = X.shape[0]
-    if lr is None:
-        lr = 1.0 / float(torch.linalg.eigvalsh(X @ X.T / n).max())
-    w = w0.clone()
-    for _ in range(steps):
-        w -= lr * X.T @ (X @ w - y) / n
-    return w
-
-
-def implicit_bias_rows(n: int, p: int, steps: int, seed: int = 0) -> list[dict]:
-    """GD limits from ``w0 = 0`` and ``w0 ~ N(0, I)`` vs ``X⁺y`` (+ ``P_null w0``), float64."""
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, p, generator=g, dtype=torch.float64)
-    y = torch.randn(n, generator=g, dtype=torch.float64)
-    X_pinv = torch.linalg.pinv(X)
-    w_star = X_pinv @ y  # eq. 11.8: the minimum-norm interpolator X⁺y = Xᵀ(XXᵀ)⁻¹y
-    P_null = torch.eye(p, dtype=torch.float64) - X_pinv @ X  # projector onto null(X) = Im(Xᵀ)^⊥
-    rows = []
-    for label, w0 in (("w0 = 0", torch.zeros(p, dtype=torch.float64)),
-                      ("w0 ~ N(0, I)", torch.randn(p, generator=g, dtype=torch.float64))):
-        w = gd_least_squares(X, y, w0, steps)
-        target = w_star + P_null @ w0
-        rows.append({
-            "init": label, "n": n, "p": p, "steps": steps,
-            "residual": torch.linalg.norm(X @ w - y).item(),
-            "dist_to_pinv_y": torch.linalg.norm(w - w_star).item(),
-            "dist_to_pinv_y_plus_null_w0": torch.linalg.norm(w - target).item(),
-            "null_component": torch.linalg.norm(P_null @ w).item(),
-            "null_component_w0": torch.linalg.norm(P_null @ w0).item(),
-            "norm_w": torch.linalg.norm(w).item(), "norm_pinv_y": torch.linalg.norm(w_star).item(),
-        })
-    return rows
-
-
 def min_norm_risk(n: int, ps: list[int], p_total: int, reps: int, sigma: float = 0.5,
                   n_test: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Test MSE of the min-norm least-squares fit ``X_p⁺ y`` on the first ``p`` of ``p_total``
@@ -251,17 +212,17 @@ def implicit_bias(out: Path, quick: bool) -> ExperimentResult:
     n_dd = 40
     ps = [5, 10, 20, 30, 35, 38, 40, 42, 45, 50, 60, 80, 120, 160, 200]
     with num_threads(1):
-        table = pd.DataFrame(implicit_bias_rows(n, p, steps=2000))
+        table = implicit_bias_table(n, p, steps=2000)
         risk = min_norm_risk(n_dd, ps, p_total=max(ps), reps=reps)
     risk.to_csv(out / "min_norm_risk.csv", index=False)
     z, r = table.iloc[0], table.iloc[1]
     peak_p = int(risk.loc[risk["test_mse_median"].idxmax(), "p"])
     at_peak = float(risk["test_mse_median"].max())
     claims = {
-        "gd_from_0_reaches_pinv_y": verdict(z["dist_to_pinv_y"] < 1e-6),
-        "gd_from_0_stays_in_row_space": verdict(z["null_component"] < 1e-10),
-        "gd_from_w0_reaches_pinv_y_plus_null_w0": verdict(r["dist_to_pinv_y_plus_null_w0"] < 1e-6),
-        "gd_from_w0_is_not_min_norm": verdict(r["dist_to_pinv_y"] > 1.0),
+        "gd_from_0_reaches_pinv_y": verdict(z["rel_err_vs_pinv"] < 1e-6),
+        "gd_from_0_stays_in_row_space": verdict(z["null_component_norm"] < 1e-10),
+        "gd_from_w0_reaches_pinv_y_plus_null_w0": verdict(r["rel_err_vs_pinv_plus_null_w0"] < 1e-6),
+        "gd_from_w0_is_not_min_norm": verdict(r["rel_err_vs_pinv"] * r["norm_pinv"] > 1.0),
         "risk_peak_at_p_eq_n": verdict(abs(peak_p - n_dd) <= 0.1 * n_dd),
         "risk_descends_again": verdict(float(risk["test_mse_median"].iloc[-1]) < at_peak / 5),
     }
@@ -276,17 +237,18 @@ def implicit_bias(out: Path, quick: bool) -> ExperimentResult:
     ax.legend(fontsize=8)
     fig_path = save_figure(fig, out / "min_norm_risk.png")
 
+    d0 = float(z["rel_err_vs_pinv"] * z["norm_pinv"])                     # ‖w − X⁺y‖ from w0 = 0
+    d_rand = float(r["rel_err_vs_pinv_plus_null_w0"] * (r["norm_pinv"] ** 2 + r["null_component_of_w0"] ** 2) ** 0.5)
     notes = (f"GD (lr = 1/λ_max, 2000 steps, float64), n = {n}, p = {p}: from 0, ‖w − X⁺y‖ = "
-             f"{z['dist_to_pinv_y']:.2e}, null-space component {z['null_component']:.2e}; from w0 ~ N(0, I), "
-             f"‖w − (X⁺y + P_null w0)‖ = {r['dist_to_pinv_y_plus_null_w0']:.2e} while ‖w − X⁺y‖ = "
-             f"{r['dist_to_pinv_y']:.2f} (= ‖P_null w0‖ = {r['null_component_w0']:.2f}). "
+             f"{d0:.2e}, null-space component {z['null_component_norm']:.2e}; from w0 ~ N(0, I), "
+             f"‖w − (X⁺y + P_null w0)‖ = {d_rand:.2e} while ‖w − X⁺y‖ = "
+             f"{r['rel_err_vs_pinv'] * r['norm_pinv']:.2f} (= ‖P_null w0‖ = {r['null_component_of_w0']:.2f}). "
              f"Min-norm risk vs p (n = {n_dd}, {reps} data sets, table min_norm_risk.csv): peak at p = {peak_p} "
              f"(median MSE {at_peak:.3g}), {float(risk['test_mse_median'].iloc[-1]):.3g} at p = {ps[-1]}. "
              f"Claims: {claims}.")
     return ExperimentResult(table=table, figures=[fig_path], notes=notes, extra={
-        "claims": claims, "peak_p": peak_p, "dist_to_pinv_y": float(z["dist_to_pinv_y"]),
-        "null_component": float(z["null_component"]),
-        "dist_random_init": float(r["dist_to_pinv_y_plus_null_w0"])})
+        "claims": claims, "peak_p": peak_p, "dist_to_pinv_y": d0,
+        "null_component": float(z["null_component_norm"]), "dist_random_init": d_rand})
 
 
 # ----------------------------------------------------------------------------------------
