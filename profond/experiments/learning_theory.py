@@ -147,7 +147,7 @@ def rademacher(out: Path, quick: bool) -> ExperimentResult:
     table = rademacher_table(n_draws)
     slopes = {}
     for B, g in table.groupby("B"):
-        slopes[float(B)] = float(np.polyfit(np.log(g["m"]), np.log(g["rademacher_mc"]), 1)[0])
+        slopes[float(B)] = -fit_power_law(g["m"].to_numpy(float), g["rademacher_mc"].to_numpy(float))[0]
     exact_rows = table.dropna(subset=["exact"])
     exact_gap = float(((exact_rows["rademacher_mc"] - exact_rows["exact"]).abs() / exact_rows["mc_se"]).max())
     ratio = table["bound_over_mc"]

@@ -139,20 +139,23 @@ def _curve(res: Any) -> tuple[list[float], list[float]]:
     return [float(r["time"]) for r in rows], [float(r["val_loss"]) for r in rows]
 
 
+def _mnist() -> tuple[Any, str | None]:
+    """MNIST when its files load (found or downloaded), else ``None`` and the message saying why."""
+    from ..data.vision import load_dataset
+    from ..errors import ProfondError
+
+    try:
+        return load_dataset("mnist", progress=False), None
+    except ProfondError as e:
+        return None, f"MNIST skipped: its files are not on this machine and cannot be downloaded ({e})"
+
+
 def _datasets(quick: bool) -> tuple[list[str], list[str]]:
     """The datasets to train on, and the messages for the ones skipped."""
     if quick:
         return ["digits"], []
-    from ..data.vision import load_dataset
-    from ..errors import ProfondError
-
-    names, skipped = ["fashion-mnist"], []
-    try:
-        load_dataset("mnist", progress=False)
-        names.append("mnist")
-    except ProfondError as e:
-        skipped.append(f"MNIST skipped: its files are not on this machine and cannot be downloaded ({e})")
-    return names, skipped
+    mnist, why = _mnist()
+    return (["fashion-mnist", "mnist"], []) if mnist is not None else (["fashion-mnist"], [why])
 
 
 @EXPERIMENTS.register("likelihood-benchmark", help="bits/dim of RealNVP, Glow, Gated PixelCNN and a VAE's IWAE "
@@ -252,11 +255,11 @@ def png_bits_per_dim(x: torch.Tensor) -> np.ndarray:
 
 def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     """ROC-AUC of a score meant to be higher out of distribution: the probability that an OOD image
-    scores above an in-distribution one (ties count one half; Mann-Whitney U)."""
-    s = np.concatenate([in_scores, out_scores])
-    ranks = pd.Series(s).rank(method="average").to_numpy()
-    n_in, n_out = len(in_scores), len(out_scores)
-    return float((ranks[n_in:].sum() - n_out * (n_out + 1) / 2) / (n_in * n_out))
+    scores above an in-distribution one (ties count one half)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
+    return float(roc_auc_score(labels, np.r_[in_scores, out_scores]))
 
 
 def digits_28() -> torch.Tensor:
@@ -272,18 +275,17 @@ def digits_28() -> torch.Tensor:
 def _ood_sets(quick: bool) -> tuple[str, torch.Tensor, dict[str, torch.Tensor], list[str]]:
     """Training set name, in-distribution test images, OOD sets by name, skip messages."""
     from ..data.vision import load_dataset
-    from ..errors import ProfondError
 
     if quick:
         d = load_dataset("digits", progress=False)
         test = load_dataset("fashion-mnist-8x8", progress=False).test_x[:1000]
         return "fashion-mnist-8x8", test, {"digits": torch.cat([d.train_x, d.test_x])}, []
     sets, skipped = {}, []
-    try:
-        sets["mnist"] = load_dataset("mnist", progress=False).test_x
-    except ProfondError as e:
-        skipped.append(f"MNIST skipped: its files are not on this machine and cannot be downloaded ({e}); "
-                       "the digits-28 stand-in is scored instead")
+    mnist, why = _mnist()
+    if mnist is not None:
+        sets["mnist"] = mnist.test_x
+    else:
+        skipped.append(f"{why}; the digits-28 stand-in is scored instead")
     sets["digits-28 (stand-in)"] = digits_28()
     return "fashion-mnist", load_dataset("fashion-mnist", progress=False).test_x, sets, skipped
 

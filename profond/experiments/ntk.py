@@ -61,6 +61,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from ..metrics.ntk import arccos_ntk, empirical_ntk, exercise_net  # noqa: E402
+from ..metrics.scaling import fit_power_law  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
 from . import ExperimentResult, num_threads, verdict  # noqa: E402
@@ -85,9 +86,10 @@ def relative_error(emp: torch.Tensor, ana: torch.Tensor) -> float:
 
 
 def fit_slope(widths: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope and intercept of ``log err = s log n + c``."""
-    s, c = np.polyfit(np.log(widths), np.log(errors), 1)
-    return float(s), float(c)
+    """Least-squares slope and intercept of ``log err = s log n + c`` (the power-law fit of
+    :func:`~profond.metrics.scaling.fit_power_law`: ``s = −α``, ``c = log c``)."""
+    alpha, c, _, _ = fit_power_law(np.asarray(widths, float), np.asarray(errors, float))
+    return -alpha, math.log(c)
 
 
 def width_table(n_angles: int, n_seeds: int, widths: tuple[int, ...] = WIDTHS
