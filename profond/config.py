@@ -74,6 +74,12 @@ class DataConfig:
     #: Beta(alpha, alpha) of Mixup / CutMix (course §3.7); 0 turns it off
     mixup_alpha: Annotated[float, Range(0), "0: off"] = 0.0
     cutmix_alpha: Annotated[float, Range(0), "0: off"] = 0.0
+    #: corrupt the training split only, seeded by train.seed (Zhang et al. 2017; course §11.1-11.3;
+    #: see profond.data.corrupt): random-labels | shuffled-pixels (one permutation for all images) |
+    #: random-pixels (one per image) | gaussian (noise images with the data's mean/std)
+    corrupt: Literal["none", "random-labels", "shuffled-pixels", "random-pixels", "gaussian"] = "none"
+    #: share of the training examples that data.corrupt corrupts
+    corrupt_fraction: Annotated[float, Range(0, 1)] = 1.0
 
 
 @dataclass
@@ -95,6 +101,8 @@ class OptimConfig:
     weight_decay: Annotated[float, Range(0), "0: none"] = 0.0
     #: if false, norms' parameters and biases get no weight decay
     decay_norm_and_bias: bool = True
+    #: SAM radius ρ (course §11.8, def. 11.20): two gradient passes per step around ``name``
+    sam_rho: Annotated[float, Range(0), "0: off"] = 0.0
     #: per-parameter-group learning rates: module-name prefix -> lr (course §4.7 fine-tuning)
     lr_groups: dict[str, Annotated[float, Range(0, lo_open=True)]] = field(default_factory=dict)
     #: per-optimizer overrides for methods with several optimizers: ``{D: {lr: 4e-4}}``
@@ -155,6 +163,9 @@ class TrainConfig:
     eval_every: PosInt = 1
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     quiet: bool = False
+    #: grams of CO₂-equivalent per kWh of the electricity used, for the run's CO₂ estimate
+    #: (course §12.8; the default is the world average; France's grid is about 50)
+    grid_gco2_per_kwh: Annotated[float, Range(0)] = 475.0
 
 
 @dataclass

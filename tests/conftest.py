@@ -1,4 +1,4 @@
-"""Shared test fixtures. Tests run on CPU with 2 threads; runs go to tmp folders."""
+"""Shared test fixtures. Tests run on CPU (2 threads, or 1 per pytest-xdist worker); runs go to tmp folders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import torch
 
 from profond.contract import Callback
 
-torch.set_num_threads(2)
+# two intra-op threads on the 2-core CI machine; one per process under pytest-xdist (-n 2), so
+# that two test processes do not oversubscribe the cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 # precision: auto resolves to fp32 in the tests on every machine (subprocesses inherit it), so
 # that their numbers do not depend on whether the CPU has AMX-BF16; test_precision.py fakes both
 os.environ["PROFOND_NATIVE_BF16"] = "0"

@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"profond.config"},
     {"profond.nn", "profond.scratch", "profond.data", "profond.viz"},
     {"profond.models"},
-    {"profond.metrics"},
+    {"profond.metrics", "profond.explain", "profond.privacy"},
     {"profond.contract"},
     {"profond.methods", "profond.train"},
     {"profond.experiments"},

@@ -2,7 +2,9 @@
 (profond.metrics.scaling), against answers known in closed form: the shattering of small point
 sets (exercise 11.1), Cover's count of linear dichotomies, the Rademacher complexity of a
 norm ball computed independently and its bound eq. 11.17 (exercise 11.2), and OLS standard
-errors (scipy's linregress) with their coverage."""
+errors (scipy's linregress) with their coverage; the batched ReLU-net trainer behind the
+shattering counts of theorem 11.6 (hand-written gradients against autograd, XOR needs two units,
+one unit realises exactly the affine dichotomies)."""
 
 from __future__ import annotations
 
@@ -10,22 +12,30 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import linregress
 
 from profond.metrics.capacity import (
+    LEAK,
     count_labelings,
     cover_count,
     empirical_rademacher,
     exact_rademacher,
+    hinge_grads,
     labelings,
     linearly_separable,
     rademacher_bound,
     rademacher_draws,
+    relu_net_num_params,
+    relu_outputs,
+    relu_shattering,
     sauer_shelah_bound,
     shatters,
+    train_relu_nets,
 )
 from profond.metrics.scaling import fit_power_law, power_law_band
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 XOR = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
 TRIANGLE = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
 COLLINEAR = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
@@ -151,3 +161,70 @@ def test_power_law_rejects_bad_input():
         fit_power_law([1, 10], [2, 1])
     with pytest.raises(ValueError):
         fit_power_law([1, 10, 100], [2, -1, 1])
+
+
+# ----------------------------------------------------------------------------------------
+# one-hidden-layer ReLU nets (theorem 11.6)
+
+PENTAGON = np.stack([np.cos(2 * np.pi * np.arange(5) / 5), np.sin(2 * np.pi * np.arange(5) / 5)], axis=1)
+
+
+@pytest.mark.parametrize(("k", "d"), [(1, 2), (3, 2), (4, 5)])
+def test_parameter_count_is_torchs(k, d):
+    net = torch.nn.Sequential(torch.nn.Linear(d, k), torch.nn.ReLU(), torch.nn.Linear(k, 1))
+    assert relu_net_num_params(k, d) == sum(p.numel() for p in net.parameters())
+
+
+def test_batched_outputs_and_hand_gradients_match_torch():
+    torch.manual_seed(0)
+    B, n, d, k = 3, 6, 2, 4
+    X = torch.randn(B, n, d, dtype=torch.float64)
+    Y = torch.randint(0, 2, (B, n)).double() * 2 - 1
+    theta = torch.randn(B, (d + 2) * k + 1, dtype=torch.float64, requires_grad=True)
+    z, f = relu_outputs(X, theta, k)
+    for i in range(B):  # net i is Linear(d, k) -> ReLU -> Linear(k, 1) with its own weights
+        W, b = theta[i, :k * d].view(k, d), theta[i, k * d:k * d + k]
+        a, c = theta[i, k * d + k:k * d + 2 * k], theta[i, -1]
+        assert torch.allclose(f[i], torch.relu(X[i] @ W.T + b) @ a + c)
+        assert torch.allclose(z[i], X[i] @ W.T + b)
+    (auto,) = torch.autograd.grad(torch.relu(1 - Y * f).sum(), theta)
+    m, exact = hinge_grads(X, Y, theta.detach(), k, leak=0.0)
+    assert torch.allclose(m, Y * f.detach()) and torch.allclose(exact, auto, atol=1e-12)
+    _, leaky = hinge_grads(X, Y, theta.detach(), k)
+    assert LEAK > 0 and not torch.allclose(leaky, exact)  # the surrogate differs where units are off
+    # ... but only in the first layer: ∂/∂a and ∂/∂c never see ReLU′
+    assert torch.allclose(leaky[:, k * d + k:], exact[:, k * d + k:])
+
+
+def test_xor_needs_two_units():
+    """XOR on the unit square: not realised by one unit (its class is half-planes and constants),
+    realised by two (relu(x1 − x2) + relu(x2 − x1) − 1/2); the other 14 labellings by both."""
+    xor = np.array([1.0, 1.0, -1.0, -1.0])  # XOR's rows: (0,0), (1,1) vs (0,1), (1,0)
+    X = torch.tensor(np.repeat(XOR[None], 8, 0))
+    Y = torch.tensor(np.repeat(xor[None], 8, 0))
+    one = train_relu_nets(X, Y, torch.ones(8, dtype=torch.long))
+    two = train_relu_nets(X, Y, torch.full((8,), 2))
+    assert not one.any() and two.any()
+    frac = relu_shattering(XOR[None], [1, 2])
+    assert frac[0, 0] == 14 / 16 and frac[1, 0] == 1.0
+
+
+@pytest.mark.parametrize("points", [PENTAGON, TRIANGLE], ids=["pentagon", "triangle"])
+def test_one_unit_realises_exactly_the_affine_dichotomies(points):
+    """sign(a ReLU(wᵀx + b) + c) is a half-plane or a constant: on points in general position its
+    labellings are Cover's C(n, 3) (22 of 32 on the pentagon, all 8 on the triangle), and
+    training finds every one of them."""
+    n = len(points)
+    frac = relu_shattering(points[None], [1, 3])
+    assert frac[0, 0] == cover_count(n, 2) / 2**n == count_labelings(points) / 2**n
+    assert frac[1, 0] == 1.0  # three units shatter the pentagon
+
+
+def test_mixed_widths_in_one_batch_keep_extra_units_off():
+    """A width-1 net trained in a batch padded to 3 units still cannot fit XOR: the padding
+    units stay switched off (a_j = 0, zero gradient)."""
+    X = torch.tensor(np.repeat(XOR[None], 6, 0))
+    Y = torch.tensor(np.repeat(np.array([[1.0, 1.0, -1.0, -1.0]]), 6, 0))
+    widths = torch.tensor([1, 1, 1, 3, 3, 3])
+    fitted = train_relu_nets(X, Y, widths)
+    assert not fitted[:3].any() and fitted[3:].any()

@@ -1,5 +1,6 @@
 """The chapter-11 experiments of profond.experiments.learning_theory in quick mode:
-``vc-shattering`` (exercise 11.1) reads off VC = 3 with counts equal to Cover's,
+``vc-shattering`` (exercise 11.1) reads off VC = 3 with counts equal to Cover's, and for
+one-hidden-layer ReLU nets a lower bound growing with the width (3 for one unit),
 ``rademacher`` (exercise 11.2) stays under eq. 11.17 with slope −1/2, ``implicit-bias``
 (exercise 11.5) lands on X⁺y and peaks at p = n, ``scaling-law-fit`` (exercise 11.7) fits the
 course's four points."""
@@ -67,6 +68,43 @@ def test_vc_shattering(vc):
     assert s["vc_dimension"] == 3 and s["xor_labelings"] == 14 and s["collinear_labelings"] == 6
     assert set(s["claims"].values()) == {"holds"}
     png(vc / "vc_shattering.png")
+
+
+def test_vc_shattering_relu_networks(vc):
+    """Theorem 11.6's count for one-hidden-layer ReLU nets of widths 1-3 on R² (quick mode)."""
+    relu = pd.read_csv(vc / "relu_vc.csv")
+    assert list(relu["width"]) == [1, 2, 3] and list(relu["n_params"]) == [5, 9, 13]
+    v = relu["vc_lower_bound"].to_numpy()
+    assert v[0] == 3  # one unit: half-planes and constants, VC dimension exactly 3
+    assert np.all(np.diff(v) >= 0) and v[-1] >= 5  # two or three units shatter 5+ points
+    assert (v <= relu["W_log2_W"]).all() and (v >= relu["n_params"] / 4).all()
+    rows = pd.read_csv(vc / "relu_shattering.csv")
+    one = rows[rows["width"] == 1].set_index("n_points")
+    assert list(one.index) == [3, 4]  # the search stops at the first size no set is shattered
+    assert one.loc[3, "frac_sets_shattered"] == 1.0 and one.loc[4, "frac_sets_shattered"] == 0.0
+    # one unit realises exactly the affine dichotomies: Cover's 14 of 16 on every 4-point set
+    assert one.loc[4, "labelings_frac_min"] == one.loc[4, "labelings_frac_mean"] == 14 / 16
+    # every width was searched up to one past its largest shattered size
+    for k, g in rows.groupby("width"):
+        assert g["n_points"].max() == v[k - 1] + 1 and g["frac_sets_shattered"].iloc[-1] == 0.0
+    s = summary(vc)
+    assert s["relu_vc_lower_bound"] == {"1": 3, "2": int(v[1]), "3": int(v[2])}
+    png(vc / "relu_vc.png")
+
+
+def test_spread_point_sets_keeps_the_best_spread():
+    rng = np.random.default_rng(0)
+    sets = lt.spread_point_sets(rng, 3, 6, draws=10)
+    assert sets.shape == (3, 6, 2)
+
+    def min_dist(p):
+        d = np.linalg.norm(p[:, None] - p[None], axis=-1)
+        return d[~np.eye(len(p), dtype=bool)].min()
+
+    rng = np.random.default_rng(0)
+    cand = rng.standard_normal((30, 6, 2))
+    best = sorted((min_dist(c) for c in cand), reverse=True)[:3]
+    assert [min_dist(p) for p in sets] == pytest.approx(best)
 
 
 def test_rademacher(rad):

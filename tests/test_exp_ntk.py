@@ -2,7 +2,8 @@
 error of the empirical NTK of the exercise's two-layer ReLU net against the arc-cosine limit
 decays like n^{-1/2} (fitted log-log slope in [-0.7, -0.3]), the claims hold and both figures
 are written; ``ntk-lazy``: gradient descent fits a tiny regression at every width while the
-relative changes of the weights (≈ n^{-1/2}) and of the NTK shrink with the width."""
+relative changes of the weights (≈ n^{-1/2}) and of the NTK shrink with the width, and so does
+the distance between the trained net and NTK kernel regression at initialisation."""
 
 from __future__ import annotations
 
@@ -85,9 +86,39 @@ def test_lazy_training_fits_and_moves_less_with_width(lazy_out):
     assert table["kernel_change"].iloc[-1] < 0.02 < table["kernel_change"].iloc[0]  # lazy only when wide
     s = json.loads((lazy_out / "summary.json").read_text())
     assert s["claims"] == {"every_width_fits": "holds", "weight_change_slope_minus_half": "holds",
-                           "kernel_change_vanishes": "holds"}
-    data = (lazy_out / "ntk_lazy.png").read_bytes()
-    assert data[:8] == PNG and len(data) > 5000
+                           "kernel_change_vanishes": "holds",
+                           "trained_net_approaches_kernel_regression": "holds"}
+    for name in ("ntk_lazy.png", "ntk_lazy_predictions.png"):
+        data = (lazy_out / name).read_bytes()
+        assert data[:8] == PNG and len(data) > 5000
+
+
+def test_trained_net_approaches_ntk_kernel_regression_with_width(lazy_out):
+    table = pd.read_csv(lazy_out / "table.csv")
+    d = table["pred_vs_kernel_regression"].to_numpy()
+    # the narrow net is far from its linearisation, the widest within a few percent
+    assert d[0] > 0.1 and d[-1] < 0.05 and d[-1] < d[0] / 4, table
+    slope, _ = nx.fit_slope(table["width"].to_numpy(float), d)
+    assert -0.8 <= slope <= -0.25, slope
+    s = json.loads((lazy_out / "summary.json").read_text())
+    assert s["slope_pred_vs_kernel_regression"] == pytest.approx(slope)
+    # the loss is ~1e-4 of its start: the linearised model after the same steps is the t → ∞ one
+    # up to a few percent of the distance, at every width
+    lin_t = table["pred_vs_linearised_T"].to_numpy()
+    assert np.allclose(lin_t, d, rtol=0.1), table
+
+
+def test_train_lazy_without_steps_is_its_own_linearisation():
+    """0 steps: the net is f0 and so is its linearised model after 0 steps; NTK kernel
+    regression (t → ∞) is not f0 — it interpolates the targets."""
+    r = nx.train_lazy(64, seed=0, steps=0, curves=True)
+    assert r["pred_vs_linearised_T"] < 1e-12 and r["pred_vs_kernel_regression"] > 0.1
+    assert r["f_T"].shape == r["f_kernel_regression"].shape == (nx.LAZY_N_TEST,)
+    x = nx.lazy_test_inputs()
+    assert torch.allclose(x.norm(dim=1), torch.ones(nx.LAZY_N_TEST, dtype=torch.float64))
+    phi = torch.atan2(x[:, 1], x[:, 0])
+    train_phi = torch.tensor(nx.unit_circle(nx.LAZY_N)[0])
+    assert (phi - train_phi[:, None]).abs().min() > 1e-3  # no test input is a training input
 
 
 def test_train_lazy_without_steps_changes_nothing():

@@ -129,10 +129,16 @@ def problem():
     y = torch.randn(20, 1, generator=g, dtype=F64)
     names = [n for n, _ in model.named_parameters()]
     params = [p.detach().clone() for p in model.parameters()]
-    shapes = [p.shape for p in params]
 
     def loss_fn(ps):
         return ((functional_call(model, dict(zip(names, ps, strict=True)), (x,)) - y) ** 2).mean()
+
+    return loss_fn, params, exact_hessian(loss_fn, params)
+
+
+def exact_hessian(loss_fn, params):
+    """The Hessian of ``loss_fn`` at ``params`` by autograd, over the flattened parameters."""
+    shapes = [p.shape for p in params]
 
     def flat_loss(theta):
         ps, i = [], 0
@@ -142,9 +148,7 @@ def problem():
             i += k
         return loss_fn(ps)
 
-    flat = torch.cat([p.reshape(-1) for p in params])
-    hess = torch.autograd.functional.hessian(flat_loss, flat)
-    return loss_fn, params, hess
+    return torch.autograd.functional.hessian(flat_loss, torch.cat([p.reshape(-1) for p in params]))
 
 
 def _flat(ts):
@@ -185,3 +189,93 @@ def test_hutchinson_trace_within_three_standard_errors(problem):
     off = hess - torch.diag(torch.diag(hess))
     se_theory = math.sqrt(2 * float((off**2).sum()) / 400)
     assert se == pytest.approx(se_theory, rel=0.25)
+
+
+def test_module_loss_fn_is_the_loss_at_the_state_with_buffers_fixed():
+    """module_loss_fn evaluates the net at the given state dict (not at its live weights), in
+    eval mode (BatchNorm's running statistics, not the batch's), and its Hessian is the one
+    computed by autograd on the same function."""
+    import torch.nn.functional as F
+
+    from profond.metrics.curvature import module_loss_fn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(),
+                              torch.nn.Linear(5, 3)).to(F64)
+    net.train()
+    x = torch.randn(16, 4, dtype=F64)
+    y = torch.randint(0, 3, (16,))
+    net(x)  # move the running statistics off their initial values
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():  # the live weights change; the function must not see it
+        for p in net.parameters():
+            p.add_(1.0)
+    loss_fn, params = module_loss_fn(net, state, x, y)
+    assert not net.training
+    ref = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(),
+                              torch.nn.Linear(5, 3)).to(F64)
+    ref.load_state_dict(state)
+    ref.eval()
+    assert float(loss_fn(params).detach()) == pytest.approx(float(F.cross_entropy(ref(x), y)), rel=1e-12)
+    lam, _ = top_hessian_eigenvalue(loss_fn, params, iters=500, seed=0)
+    evals = torch.linalg.eigvalsh(exact_hessian(loss_fn, params))
+    assert lam == pytest.approx(float(evals[evals.abs().argmax()]), rel=1e-4)
+
+
+# ----------------------------------------------------------------------------------------
+# the linearised model's predictions (course §11.5.2, eqs. 11.10-11.12)
+
+
+def _linear_problem(seed: int = 0):
+    """f(x) = θ·x (no bias) on N = 4 inputs in R^6: Θ(x, x′) = x·x′ and the model is its own
+    linearisation, so GD on it is exactly the linearised dynamics."""
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(6, 1, bias=False).to(F64)
+    return model, torch.randn(4, 6, dtype=F64), torch.randn(4, dtype=F64), torch.randn(5, 6, dtype=F64)
+
+
+def test_kernel_regression_of_a_linear_model_is_the_nearest_interpolator():
+    """For f = θ·x, f0 + Θ(x, X) Θ0⁻¹ (y − f0(X)) is x·(θ0 + X⁺(y − Xθ0)): the interpolator
+    closest to θ0 (what GD from θ0 converges to)."""
+    from profond.metrics.ntk import ntk_predictor
+
+    model, X, y, xt = _linear_problem()
+    theta0 = model.weight.detach().reshape(-1)
+    expected = xt @ (theta0 + torch.linalg.pinv(X) @ (y - X @ theta0))
+    assert torch.allclose(ntk_predictor(model, X, y, xt), expected, atol=1e-10)
+    assert torch.allclose(ntk_predictor(model, X, y, X), y, atol=1e-10)  # it interpolates
+
+
+def test_finite_step_predictor_equals_gradient_descent_on_a_linear_model():
+    """steps=T: T GD steps on Σ (f − y)²/(2N) with step lr, done by hand on θ, give the same
+    test predictions; steps=0 gives f0."""
+    from profond.metrics.ntk import ntk_predictor
+
+    model, X, y, xt = _linear_problem(1)
+    lr, T = 0.3, 25
+    theta = model.weight.detach().reshape(-1).clone()
+    with torch.no_grad():
+        assert torch.allclose(ntk_predictor(model, X, y, xt, steps=0, lr=lr), model(xt).reshape(-1))
+    for _ in range(T):
+        theta -= lr * X.T @ (X @ theta - y) / len(y)
+    assert torch.allclose(ntk_predictor(model, X, y, xt, steps=T, lr=lr), xt @ theta, atol=1e-10)
+
+
+def test_linearised_predictions_of_a_wide_net_interpolate_and_match_the_model_wrapper():
+    from profond.metrics.ntk import linearised_predictions, ntk_predictor
+
+    net = exercise_net(2, 512, train_a=True, seed=3)
+    phi = torch.linspace(0, math.pi, 6, dtype=F64)
+    x = torch.stack([phi.cos(), phi.sin()], 1)
+    y = torch.sin(2 * phi)
+    assert torch.allclose(ntk_predictor(net, x, y, x), y, atol=1e-8)
+    xt = torch.stack([(phi + 0.2).cos(), (phi + 0.2).sin()], 1)
+    with torch.no_grad():
+        f0, f0t = net(x), net(xt)
+    k, kt = empirical_ntk(net, x), empirical_ntk(net, xt, x)
+    for steps in (None, 40):
+        assert torch.allclose(linearised_predictions(k, kt, f0, f0t, y, steps=steps),
+                              ntk_predictor(net, x, y, xt, steps=steps), atol=1e-10)
+    # many steps approach the t → ∞ limit
+    assert torch.allclose(linearised_predictions(k, kt, f0, f0t, y, steps=20000),
+                          linearised_predictions(k, kt, f0, f0t, y), atol=1e-6)

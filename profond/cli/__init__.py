@@ -11,6 +11,7 @@ with code 2, without a traceback.
 from .common import app  # noqa: I001
 from . import train, evaluate, sample, latent, text, attention, catalog  # noqa: F401, E402
 from . import hf  # noqa: F401, E402
+from . import explain  # noqa: F401, E402
 
 
 def main() -> None:

@@ -159,7 +159,10 @@ class Batches:
 
     def _batch(self, order: Tensor, epoch: int, k: int) -> tuple[Tensor, Tensor]:
         b = self.batch_size
-        idx = order[k * b : (k + 1) * b]
+        return self._gather(order[k * b : (k + 1) * b], epoch, k)
+
+    def _gather(self, idx: Tensor, epoch: int, k: int) -> tuple[Tensor, Tensor]:
+        """Batch ``k`` of ``epoch``: the examples ``idx`` (this rank's share), augmented, normalised."""
         lo, hi = self._bounds(len(idx))
         if self.augment is None:
             idx = idx[lo:hi]  # only this rank's share is ever gathered
@@ -174,3 +177,36 @@ class Batches:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
+
+
+class PoissonBatches(Batches):
+    """Poisson-sampled batches, the sampling DP-SGD's privacy accounting assumes (course §12.7.1;
+    :func:`profond.privacy.epsilon`): in batch ``k`` of ``epoch`` every one of the N examples is
+    included independently with probability ``q = batch_size / N``, so a batch holds
+    ``Binomial(N, q)`` examples (``batch_size`` on average, possibly none) and an epoch is
+    ``round(1/q)`` batches. The draw of batch ``k`` is seeded by ``(seed, epoch, k)``: the same
+    batches on a resume, whatever batch it starts at. One process only (no ``world_size > 1``).
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, **kw):
+        if kw.get("world_size", 1) != 1:
+            raise ConfigError("Poisson sampling (DP-SGD) runs on one process; drop torchrun / WORLD_SIZE.")
+        kw["shuffle"] = True
+        super().__init__(x, y, **kw)
+        n = len(self.x)
+        if self.batch_size > n:
+            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {n} training examples: "
+                              "the Poisson sampling rate batch_size / N must be at most 1.")
+        #: q, the probability that an example is in a batch
+        self.sample_rate = self.batch_size / n
+        self._num_batches = max(1, round(1 / self.sample_rate))
+        self.num_samples = n  # in expectation: q·N per batch, 1/q batches
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        n = len(self.x)
+        for k in range(start, len(self)):
+            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, k, 0x9015))
+            idx = (torch.rand(n, generator=g) < self.sample_rate).nonzero().flatten().to(self.device)
+            yield self._gather(idx, epoch, k)

@@ -30,7 +30,7 @@ from ..errors import ProfondError
 from ..registry import EXPERIMENTS
 
 #: modules holding registered experiments (later issues add theirs here)
-MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention", "attention_theory", "attention_heads", "efficient_attention", "transformer_ablation", "head_analysis", "language_models", "diffusion", "flows", "likelihood", "learning_theory", "ntk", "landscape", "information"]
+MODULES = ["separable", "theory_numeric", "optimization", "dynamics", "regularization", "capacity", "generative", "gan_theory", "gan_ablation", "rnn_memory", "rnn_ablation", "seq2seq_attention", "attention_theory", "attention_heads", "efficient_attention", "transformer_ablation", "head_analysis", "language_models", "diffusion", "flows", "likelihood", "learning_theory", "ntk", "landscape", "information", "sharpness", "lottery", "energy", "fairness", "privacy", "generalisation", "depth_width"]
 
 
 @dataclass
@@ -83,6 +83,18 @@ def run_training(out: Path, name: str, overrides: list[str], *, recipe: str | No
     t0 = time.perf_counter()
     res = train(cfg, callbacks=callbacks or ())
     return res, time.perf_counter() - t0
+
+
+def optional_dataset(name: str) -> tuple[Any, str | None]:
+    """Dataset ``name`` when its files load (found or downloaded), else ``None`` and the
+    message saying why: full modes use MNIST or CIFAR-10 where a machine has them."""
+    from ..data.vision import load_dataset
+    from ..errors import ProfondError
+
+    try:
+        return load_dataset(name, progress=False), None
+    except ProfondError as e:
+        return None, f"{name} skipped: its files are not on this machine and cannot be downloaded ({e})"
 
 
 def finite(v: Any) -> float:

@@ -284,18 +284,11 @@ def rnn_scan(x: Tensor, w_xh: Tensor, w_hh: Tensor) -> Tensor:
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    """Matrix-multiply FLOPs of one call, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
-    (elementwise ops such as exp are not counted). PyTorch's own SDPA formula is added for the
-    fused CPU kernel, which the counter does not know."""
-    import torch.utils.flop_counter as fc
+    """Matrix-multiply FLOPs of one call (:func:`profond.train.cost.count_flops`: FlopCounterMode
+    with the fused CPU SDPA kernel's formula added)."""
+    from ..train.cost import count_flops as counted
 
-    custom = {}
-    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_sdpa is not None:
-        custom[cpu_sdpa] = lambda q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_flop_count(q, k, v)
-    with fc.FlopCounterMode(display=False, custom_mapping=custom) as counter:
-        fn()
-    return int(counter.get_total_flops())
+    return counted(fn)[1]
 
 
 def best_time(fn: Callable[[], object], min_s: float, repeats: int = 3) -> float:

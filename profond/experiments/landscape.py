@@ -70,7 +70,7 @@ from torch import nn  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from ..contract import Callback  # noqa: E402
-from ..metrics.curvature import top_hessian_eigenvalue  # noqa: E402
+from ..metrics.curvature import module_loss_fn, top_hessian_eigenvalue  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
 from . import ExperimentResult, num_threads, run_training, verdict  # noqa: E402
@@ -177,14 +177,7 @@ def sharpness(net: nn.Module, state: Mapping[str, torch.Tensor], x: torch.Tensor
               iters: int) -> float:
     """Top eigenvalue of the Hessian of the training loss in the parameters at ``state``
     (course §11.8.1, exercise 11.6: the "sharpness" of the minimum), buffers held fixed."""
-    net.eval()
-    names = [n for n, _ in net.named_parameters()]
-    fixed = {k: v for k, v in state.items() if k not in names}
-
-    def loss_fn(ps):
-        return F.cross_entropy(functional_call(net, {**fixed, **dict(zip(names, ps, strict=True))}, (x,)), y)
-
-    lam, _ = top_hessian_eigenvalue(loss_fn, [state[n] for n in names], iters=iters, seed=0, tol=1e-3)
+    lam, _ = top_hessian_eigenvalue(*module_loss_fn(net, state, x, y), iters=iters, seed=0, tol=1e-3)
     return lam
 
 

@@ -65,7 +65,7 @@ import torch  # noqa: E402
 from ..metrics.likelihood import DEQUANT_BITS, dequantize, nats_to_bpd  # noqa: E402
 from ..registry import EXPERIMENTS  # noqa: E402
 from ..viz.curves import save_figure  # noqa: E402
-from . import ExperimentResult, num_threads, run_training, verdict  # noqa: E402
+from . import ExperimentResult, num_threads, optional_dataset, run_training, verdict  # noqa: E402
 
 #: published MNIST test bits/dim (RealNVP and Glow papers; the pixel Transformer: Parmar et al.)
 MNIST_ANCHORS = {"realnvp": 1.06, "glow": 1.05, "gated-pixelcnn": 0.62}
@@ -141,13 +141,7 @@ def _curve(res: Any) -> tuple[list[float], list[float]]:
 
 def _mnist() -> tuple[Any, str | None]:
     """MNIST when its files load (found or downloaded), else ``None`` and the message saying why."""
-    from ..data.vision import load_dataset
-    from ..errors import ProfondError
-
-    try:
-        return load_dataset("mnist", progress=False), None
-    except ProfondError as e:
-        return None, f"MNIST skipped: its files are not on this machine and cannot be downloaded ({e})"
+    return optional_dataset("mnist")
 
 
 def _datasets(quick: bool) -> tuple[list[str], list[str]]:

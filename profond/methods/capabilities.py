@@ -25,6 +25,8 @@ capability             what the method provides                             used
 ``ChoosesSampler``     ``use_sampler(request)``: sampler, steps, guidance     sample, eval
 ``ScoresLikelihood``   ``image_bpd(x)``: bits per dimension of images        eval --images
 ``SamplesAtTemperature`` ``set_temperature(tau)``: sharper / wider samples   sample --temperature
+``ExplainsImages``     ``pixel_model()``, ``test_image(k)``: attributions    explain
+``ExplainsTokens``     ``token_ids(text)``, ``token_labels(ids)``            explain --text
 =====================  ===================================================  ==================
 """
 
@@ -290,3 +292,41 @@ class SamplesAtTemperature(Capability):
     def set_temperature(self, tau: float) -> None:
         """Make the next :meth:`SamplesImages.sample` calls draw at temperature ``tau`` (> 0,
         checked by the CLI; 1: the model's own distribution)."""
+
+
+# -- explanations (course §12.5) ---------------------------------------------------------------
+class ExplainsImages(Capability):
+    """An image classifier whose class scores ``profond explain`` attributes to pixels (saliency,
+    Integrated Gradients, Grad-CAM, occlusion, Shapley values). The method also has ``classes``."""
+
+    needs = "an image-classifier run (method classifier)"
+
+    @abc.abstractmethod
+    def pixel_model(self) -> Any:
+        """The trained net as a function of images in [0, 1] ``(B, C, H, W) -> logits (B, K)``,
+        in eval mode, with the run's standardisation inside; the net's layers are named
+        ``net.<name>`` in it (``<name>`` as in ``raw_nets["model"].named_modules()``)."""
+
+    @abc.abstractmethod
+    def test_image(self, index: int) -> tuple[Tensor, str]:
+        """Test image ``index`` ``(1, C, H, W)`` in [0, 1] and a line saying what it is; a
+        :class:`~profond.errors.ProfondError` naming the valid range when out of range."""
+
+    @abc.abstractmethod
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images the model takes (a user's image is resized to it)."""
+
+
+class ExplainsTokens(Capability):
+    """A text classifier whose class scores ``profond explain --text`` attributes to tokens
+    (through its token embeddings). The method also has ``classes``."""
+
+    needs = "a text-classifier run"
+
+    @abc.abstractmethod
+    def token_ids(self, text: str) -> list[int]:
+        """``text`` as the model reads it: token ids, cut to the run's maximum length."""
+
+    @abc.abstractmethod
+    def token_labels(self, ids: list[int]) -> list[str]:
+        """One printable label per token id."""

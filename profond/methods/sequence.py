@@ -60,7 +60,14 @@ from ..errors import CheckpointError, ConfigError, ProfondError
 from ..models.transfer import freeze, load_weights
 from ..nn.transformer import moe_loss
 from ..registry import DATASETS, METHODS, MODELS, check_kwargs
-from .capabilities import Artifacts, AttentionMaps, GeneratesText, TracesGates, check_sampling
+from .capabilities import (
+    Artifacts,
+    AttentionMaps,
+    ExplainsTokens,
+    GeneratesText,
+    TracesGates,
+    check_sampling,
+)
 
 TOKENIZER_FILE = "tokenizer.json"
 LN2 = math.log(2.0)
@@ -342,7 +349,7 @@ class RecurrentGates(TracesGates):
 
 @METHODS.register("text-classifier", help="text classification: tokenizer + (Bi)LSTM/GRU or self-attention, "
                   "macro-F1, BoW baseline (§5.8, ch. 6)")
-class TextClassifier(TokenizedTexts, Method, RecurrentGates, AttentionMaps):
+class TextClassifier(TokenizedTexts, Method, RecurrentGates, AttentionMaps, ExplainsTokens):
     """Topic / language classification of fortunes with an ``rnn-classifier`` (§5.8) or an
     ``attn-classifier`` (ch. 6, whose attention maps ``profond attention`` draws)."""
 
@@ -433,6 +440,13 @@ class TextClassifier(TokenizedTexts, Method, RecurrentGates, AttentionMaps):
         png = draw_attention_maps(maps, labels, labels, path, title=title, max_heads=max_heads)
         return Artifacts(lines=[f"predicted: {self.classes[k]} (p = {float(probs[k]):.3f})"],
                          notes=[f"attention: {png}"])
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.opts.max_len]
+
+    def token_labels(self, ids: list[int]) -> list[str]:
+        tok = self.tokenizer
+        return [tok.token(i) if hasattr(tok, "token") else tok.decode([i], skip_specials=False) for i in ids]
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         out = []

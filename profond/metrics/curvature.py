@@ -12,9 +12,12 @@ one double backward (about two gradients).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 Params = Sequence[torch.Tensor]
 LossFn = Callable[[Params], torch.Tensor]
@@ -91,3 +94,20 @@ def hutchinson_trace(loss_fn: LossFn, params: Params, n_samples: int = 100,
     t = torch.tensor(vals, dtype=torch.float64)
     se = float(t.std(unbiased=True) / math.sqrt(n_samples)) if n_samples > 1 else math.nan
     return float(t.mean()), se
+
+
+def module_loss_fn(net: nn.Module, state: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                   loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+                   ) -> tuple[LossFn, list[torch.Tensor]]:
+    """``(loss_fn, params)`` for the functions above: the loss of ``net`` on ``(x, y)`` as a
+    function of its parameters, taken from ``state`` (a state dict); buffers (BatchNorm's
+    running statistics) are held at their values in ``state`` and ``net`` is put in eval mode,
+    so the function is deterministic."""
+    net.eval()
+    names = [n for n, _ in net.named_parameters()]
+    fixed = {k: v for k, v in state.items() if k not in names}
+
+    def loss_fn(ps: Params) -> torch.Tensor:
+        return loss(functional_call(net, {**fixed, **dict(zip(names, ps, strict=True))}, (x,)), y)
+
+    return loss_fn, [state[n] for n in names]

@@ -127,3 +127,43 @@ def arccos_ntk(x1: torch.Tensor, x2: torch.Tensor | None = None, wrt: Wrt = "bot
     if wrt not in parts:
         raise ValueError(f"wrt must be 'w', 'a' or 'both', not {wrt!r}")
     return parts[wrt]()
+
+
+
+def linearised_predictions(k_train: torch.Tensor, k_test: torch.Tensor, f0_train: torch.Tensor,
+                           f0_test: torch.Tensor, y_train: torch.Tensor, steps: int | None = None,
+                           lr: float = 1.0) -> torch.Tensor:
+    """The linear algebra of :func:`ntk_predictor` from ``Θ0 = Θ(X, X)`` (N, N),
+    ``Θ(x*, X)`` (M, N) and the initial outputs ``f0(X)`` (N,), ``f0(x*)`` (M,)."""
+    r0 = y_train.reshape(-1).to(f0_train.dtype) - f0_train.reshape(-1)
+    if steps is None:
+        delta = r0  # t → ∞: the residual is gone, f_lin(X) = y
+    else:
+        n = k_train.shape[0]
+        step = torch.eye(n, dtype=k_train.dtype) - lr / n * k_train
+        delta = r0 - torch.linalg.matrix_power(step, steps) @ r0  # r0 − r_T
+    return f0_test.reshape(-1) + k_test @ torch.linalg.solve(k_train, delta)
+
+
+def ntk_predictor(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                  steps: int | None = None, lr: float = 1.0) -> torch.Tensor:
+    """Predictions at ``x_test`` of ``model`` linearised at its current parameters θ0 (course
+    §11.5.2, eq. 11.10) and trained on ``(x_train, y_train)`` with the squared loss
+    ``Σ_i (f(x_i) − y_i)²/(2N)`` (scalar output).
+
+    The linearised model moves in function space by eq. 11.11, ``df/dt = −η Θ0 (f − y)``, and
+    its predictions at any x follow those at the training points through ``Θ(x, X)``:
+
+    * ``steps=None``: the limit t → ∞ of eq. 11.12, NTK kernel regression
+      ``f_lin(x) = f0(x) + Θ(x, X) Θ(X, X)^{-1} (y − f0(X))`` (it interpolates: ``f_lin(X) = y``);
+    * ``steps=T``: T steps of gradient descent with step ``lr`` (the discrete eq. 11.12): the
+      residual ``r = y − f(X)`` becomes ``(I − lr Θ0/N)^T r0`` and
+      ``f_T(x) = f0(x) + Θ(x, X) Θ0^{-1} (r0 − r_T)``.
+
+    ``Θ0 = Θ(X, X)`` must be invertible (distinct inputs, width ≥ N).
+    """
+    with torch.no_grad():
+        f0_train = model(x_train).reshape(-1)
+        f0_test = model(x_test).reshape(-1)
+    return linearised_predictions(empirical_ntk(model, x_train), empirical_ntk(model, x_test, x_train),
+                                  f0_train, f0_test, y_train, steps, lr)

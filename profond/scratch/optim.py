@@ -401,6 +401,8 @@ class SAM(Optimizer):
                 if old is not None:
                     p.copy_(old)
         self.base_optimizer.step()
+        # what torch's wrapper of ``step`` records: an LR scheduler on SAM then knows it stepped
+        self._opt_called = True
         if zero_grad:
             self.zero_grad()
 

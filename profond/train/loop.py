@@ -55,6 +55,7 @@ from ..registry import METHODS
 from . import distributed as dist_utils
 from . import resume as resume_rules
 from .callbacks import EarlyStopping
+from .cost import CostMeter, human
 from .ema import EMA
 from .logging import Console_, MetricAccumulator, MetricsCSV, TensorBoard, fmt
 from .optim import build_optimizer, optimizer_cfg_for
@@ -100,6 +101,8 @@ class LoopContext:
         self._t = trainer
         #: gradient norms measured by :meth:`optimize` during the current step (reset by the loop)
         self.grad_norms: dict[str, float] = {}
+        #: SAM's pass of the current step: ``"ascent"`` (at θ), ``"descent"`` (at θ + ε̂), or None
+        self.sam_pass: str | None = None
 
     @property
     def step(self) -> int:
@@ -139,6 +142,9 @@ class LoopContext:
             t.scaler.scale(loss).backward()
         else:
             loss.backward()
+        if self.sam_pass == "ascent":  # SAM, pass 1: θ ← θ + ρ g/‖g‖ (course §11.8, eq. 11.14)
+            opt.first_step(zero_grad=True)
+            return None
         clip = t.cfg.train.clip_grad_norm
         norm = None
         if clip is not None or name in t.method.track_grad_norm:
@@ -148,7 +154,9 @@ class LoopContext:
             max_norm = clip if clip is not None else float("inf")
             norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
             self.grad_norms[name] = norm
-        if t.scaler is not None:
+        if self.sam_pass == "descent":  # SAM, pass 2: back to θ, base step with ∇L(θ + ε̂)
+            opt.second_step()
+        elif t.scaler is not None:
             t.scaler.step(opt)
             t.scaler.update()
         else:
@@ -190,6 +198,8 @@ class Trainer:
             for name, opt in self.optimizers.items()
         }
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.sam = self._check_sam()
+        self.cost = CostMeter(env.device, tc.grid_gco2_per_kwh, count_flops=not tc.compile)
         self._wrap_nets()
 
         self.callbacks: list[Callback] = (list(callbacks) + fault_injection_from_env()
@@ -227,6 +237,21 @@ class Trainer:
             self.release_lock()
             raise
 
+    def _check_sam(self) -> bool:
+        """Whether the optimizer is SAM; SAM is refused where its two passes would be wrong."""
+        from ..scratch.optim import SAM
+
+        sams = [n for n, o in self.optimizers.items() if isinstance(o, SAM)]
+        if not sams:
+            return False
+        if len(self.optimizers) > 1:
+            raise ConfigError(f"optim.sam_rho (SAM) needs a method with one optimizer; {self.cfg.method.name!r} has "
+                              f"{', '.join(sorted(self.optimizers))}. Set optim.sam_rho=0.")
+        if self.scaler is not None:
+            raise ConfigError("optim.sam_rho (SAM) does not combine with train.precision=fp16 (loss scaling); "
+                              "use bf16 or fp32.")
+        return True
+
     def _build(self, cfg: RunConfig, env: Env, run_dir: Path, *, with_data: bool) -> None:
         """What training and evaluation share: the method and its nets on the device, EMA shadows."""
         self.cfg, self.env, self.run_dir = cfg, env, run_dir
@@ -251,7 +276,7 @@ class Trainer:
         self = cls.__new__(cls)
         device = resolve_device(cfg.train.device)
         self._build(cfg, Env(device=device, seed=cfg.train.seed), Path(run_dir), with_data=False)
-        self.optimizers, self.schedulers, self.scaler = {}, {}, None
+        self.optimizers, self.schedulers, self.scaler, self.sam = {}, {}, None, False
         self.ckpt = CheckpointManager(self.run_dir, keep_last=cfg.train.keep_last)
         return self
 
@@ -304,6 +329,7 @@ class Trainer:
         _load_part(file, "meta.loop.method_state", self.method.load_state_dict, loop.get("method_state", {}))
         self.elapsed_before = loop["elapsed"]
         self.samples_seen = loop["samples_seen"]
+        self.cost.load_state_dict(loop.get("cost") or {})
         if self.scaler is not None and loop.get("scaler"):
             _load_part(file, "meta.loop.scaler", self.scaler.load_state_dict, loop["scaler"])
         if self.early and loop.get("early_stop"):
@@ -331,6 +357,7 @@ class Trainer:
             "method_state": self.method.state_dict(),
             "elapsed": self.elapsed(),
             "samples_seen": self.samples_seen,
+            "cost": self.cost.state_dict(self.elapsed() - self.elapsed_before, torch.get_num_threads()),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "early_stop": self.early.state_dict() if self.early else None,
         }
@@ -400,6 +427,7 @@ class Trainer:
             cb.on_train_start(self)
         status = "completed"
         self.t_train = time.perf_counter()
+        self.cost.start()
         old_handler = self._install_sigint()
         try:
             while self.epoch < tc.epochs and not self.should_stop:
@@ -444,8 +472,7 @@ class Trainer:
         returns the step's scalar metrics (with the gradient norms the loop measured)."""
         m = self.method
         self.ctx.grad_norms = {}
-        with self.autocast():
-            out = m.train_step(batch, self.ctx)
+        out = self.cost.step(lambda: self._method_step(batch), batch_size_of(batch))
         for sched in self.schedulers.values():
             sched.step()
         for name, ema in self.emas.items():
@@ -457,6 +484,42 @@ class Trainer:
         for k, v in self.ctx.grad_norms.items():
             vals.setdefault(f"grad_norm_{k}", v)
         return vals
+
+    def _method_step(self, batch: Any) -> dict[str, Any]:
+        if self.sam:
+            return self._sam_step(batch)
+        with self.autocast():
+            return self.method.train_step(batch, self.ctx)
+
+    def _sam_step(self, batch: Any) -> dict[str, Any]:
+        """SAM (course §11.8, def. 11.20, eq. 11.13): the method's step twice on the same batch.
+
+        1. at θ: the gradient g, then θ ← θ + ε̂ with ε̂ = ρ g / ‖g‖ (eq. 11.14), no update;
+        2. at θ + ε̂: the gradient there, θ restored, the base optimizer steps with it.
+
+        The metrics reported are those of pass 1 (the loss at θ). BatchNorm running statistics
+        are updated by pass 1 only (momentum 0 in pass 2, as in Foret et al.'s code).
+        """
+        m = self.method
+        self.ctx.sam_pass = "ascent"
+        try:
+            with self.autocast():
+                out = m.train_step(batch, self.ctx)
+            self.ctx.sam_pass = "descent"
+            norms = [mod for net in m.nets.values() for mod in net.modules()
+                     if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+            saved = [mod.momentum for mod in norms]
+            for mod in norms:
+                mod.momentum = 0.0
+            try:
+                with self.autocast():
+                    m.train_step(batch, self.ctx)
+            finally:
+                for mod, mom in zip(norms, saved, strict=True):
+                    mod.momentum = mom
+        finally:
+            self.ctx.sam_pass = None
+        return out
 
     def _train_epoch(self) -> None:
         """The steps of one epoch (from ``start_batch`` on a resume); step-level logging,
@@ -510,7 +573,7 @@ class Trainer:
             self.tb.scalars({k: v for k, v in row.items() if k not in ("epoch", "step", "time")}, self.step)
             self.console.print(
                 f"epoch {self.epoch + 1}/{tc.epochs} "
-                + " ".join(f"{k} {fmt(v)}" for k, v in row.items() if k.startswith(("train_loss", "train_acc", "val_")))
+                + " ".join(f"{k} {fmt(v)}" for k, v in row.items() if k.startswith(("train_loss", "train_acc", "val_", "epsilon")))
                 + f"  {throughput:,.0f} samples/s  {row['time']:.1f}s"
             )
             warnings = self._loss_warnings()
@@ -595,6 +658,9 @@ class Trainer:
                 final.update({f"test_{k}": v for k, v in self.evaluate(test).items()
                               if isinstance(v, (int, float))})
         train_time = self.elapsed()
+        cost = self.cost.summary(train_time - self.elapsed_before, torch.get_num_threads())
+        if cost["train_flops"] is not None:
+            cost["train_flops"] *= env.world_size  # every rank ran the same steps on its share
         summary = {
             "status": status,
             "run_dir": str(self.run_dir),
@@ -604,6 +670,7 @@ class Trainer:
             **m.describe(),
             "epochs_completed": self.epoch,
             "steps": self.step,
+            "gradient_passes": self.step * (2 if self.sam else 1),  # SAM: two per step
             "final": final,
             "train_time_s": round(train_time, 3),
             "wall_time_s": round(time.perf_counter() - self.t_start, 3),
@@ -617,6 +684,7 @@ class Trainer:
             "world_size": env.world_size,
             "threads": torch.get_num_threads(),
             "parameters": self.param_counts,
+            "cost": cost,
             "best_checkpoint": str(self.ckpt.best()) if self.ckpt.best() else None,
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "early_stopping": self.early.state_dict() if self.early else None,
@@ -644,7 +712,10 @@ class Trainer:
                    "interrupted": f"interrupted; resume with: profond train --resume {run}",
                    "diverged": "diverged"}[status]
             tests = " ".join(f"{k} {fmt(v)}" for k, v in final.items() if k.startswith("test_"))
-            self.console.print(f"{msg}. {escape(tests)}  ({summary['train_time_s']:.1f}s) -> {run}")
+            spent = (f"{summary['train_time_s']:.1f}s, {human(cost['train_flops'], 'FLOP')}, "
+                     f"{human(cost['energy_kwh'] * 1000, 'Wh')} ({cost['energy_method']}), "
+                     f"{human(cost['co2_g'], 'g')} CO2e")
+            self.console.print(f"{msg}. {escape(tests)}  ({spent}) -> {run}")
         return summary
 
 

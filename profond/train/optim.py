@@ -12,6 +12,9 @@ The four optimizers of the course, with the update rules of §2.4:
   :math:`\\theta_{t+1} = (1 - \\eta\\lambda)\\theta_t - \\dots`). Note: ``weight_decay`` is
   taken from the config (default 0), not torch's AdamW default of 0.01.
 
+``optim.sam_rho > 0`` wraps any of them in SAM (course §11.8, def. 11.20): the base
+optimizer's update, with the gradient taken at the locally worst point ``θ + ε̂``.
+
 ``weight_decay`` of the config is the optimizer default; a parameter group that carries its
 own ``weight_decay`` (e.g. norms and biases excluded from decay, built by
 ``profond.models.transfer.param_groups``) keeps it, as torch's parameter groups always do.
@@ -80,8 +83,8 @@ def build_optimizer(cfg: OptimConfig, params_or_groups: Any) -> torch.optim.Opti
         betas = list(cfg.betas)
         for b in betas:
             _check_unit_interval(name, b, "betas")
-        return Lion(params, lr=cfg.lr, betas=(float(betas[0]), float(betas[1])),
-                    weight_decay=cfg.weight_decay)
+        return _maybe_sam(cfg, Lion, params, dict(lr=cfg.lr, betas=(float(betas[0]), float(betas[1])),
+                                                  weight_decay=cfg.weight_decay))
     if name == "sgd":
         _check_unit_interval(name, cfg.momentum, "momentum")
         if cfg.nesterov and cfg.momentum <= 0:
@@ -116,9 +119,23 @@ def build_optimizer(cfg: OptimConfig, params_or_groups: Any) -> torch.optim.Opti
         # also on CPU); same update rule
         kwargs["fused"] = True
     try:
-        return cls(params, **kwargs)
+        return _maybe_sam(cfg, cls, params, kwargs)
     except ValueError as e:  # torch's own argument checks
         raise ConfigError(f"invalid settings for optimizer {name!r}: {e}") from None
+
+
+def _maybe_sam(cfg: OptimConfig, cls: type[torch.optim.Optimizer], params: list[Any],
+               kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+    """``cls(params, **kwargs)``, or, with ``optim.sam_rho > 0``, SAM around it (course §11.8,
+    def. 11.20, :class:`profond.scratch.optim.SAM`): the loop then runs the method's step twice
+    per batch, at θ and at θ + ε̂ (see :meth:`profond.train.loop.LoopContext.optimize`)."""
+    if cfg.sam_rho < 0:
+        raise ConfigError(f"bad value for 'optim.sam_rho': {cfg.sam_rho!r}; it must be >= 0 (0: no SAM).")
+    if cfg.sam_rho == 0:
+        return cls(params, **kwargs)
+    from ..scratch.optim import SAM
+
+    return SAM(params, cls, rho=cfg.sam_rho, **kwargs)
 
 
 def _fusable(params: list[Any]) -> bool:
