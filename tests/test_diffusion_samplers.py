@@ -239,6 +239,7 @@ def flow_model():
     return T, train(TinyDenoiser(T - 1), loss, 2000, seed=21)
 
 
+@pytest.mark.slow  # two learned 2-D samplers, minutes of CI time; run with -m slow
 def test_learned_ddpm_and_ddim_cover_the_8_modes(ddpm_model):
     s, model = ddpm_model
     with torch.no_grad():
@@ -250,6 +251,7 @@ def test_learned_ddpm_and_ddim_cover_the_8_modes(ddpm_model):
         assert not ok, why  # the check can fail
 
 
+@pytest.mark.slow  # two learned 2-D samplers, minutes of CI time; run with -m slow
 def test_learned_flow_covers_the_8_modes(flow_model):
     T, model = flow_model
     with torch.no_grad():

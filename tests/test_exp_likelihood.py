@@ -95,6 +95,7 @@ def test_benchmark_table(bench):
     assert s["claims"]["digits: flow_samples_faster_than_pixelcnn"] == "holds"
 
 
+@pytest.mark.slow  # likelihood-ood --quick trains four models, minutes of CI time; run with -m slow
 def test_ood_table(ood):
     t = pd.read_csv(ood / "table.csv")
     assert list(t.model) == ["realnvp", "gated-pixelcnn"] and set(t.ood_set) == {"digits"}

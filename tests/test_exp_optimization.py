@@ -32,6 +32,7 @@ def test_both_experiments_are_registered():
 
 
 # ------------------------------------------------------------------------------ optimizers
+@pytest.mark.slow  # optimizers --quick on Fashion-MNIST, minutes of CI time; run with -m slow
 @needs_fmnist
 def test_optimizers_quick_writes_outputs(optimizers_out):
     table = pd.read_csv(optimizers_out / "table.csv")

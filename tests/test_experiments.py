@@ -49,6 +49,7 @@ def test_separable_conv_full(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.slow  # three quick experiment runs, minutes of CI time; run with -m slow
 def test_experiment_reruns_into_its_own_folder_but_never_clears_foreign_runs(tmp_path):
     """A second `profond experiment X --out D` replaces the first one's training runs; a
     `runs/` folder the experiment did not make is left alone (exit 2, names the fix)."""

@@ -34,7 +34,7 @@ from profond.cli import app
 from profond.errors import ProfondError
 from tests.conftest import digits_cfg, tiny_cfg
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 SOAK = settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 
 

@@ -122,6 +122,7 @@ def test_a_diverged_run_is_recorded_not_raised(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ quick run
+@pytest.mark.slow  # table 8.1's quick runs, minutes of CI time; run with -m slow
 @needs_fmnist
 def test_quick_table(quick_out):
     t = pd.read_csv(quick_out / "table.csv")
@@ -147,6 +148,7 @@ def test_quick_table(quick_out):
     assert rows.loc[ga.NC3, "steps"] == rows.loc[ga.BASE, "steps"]
 
 
+@pytest.mark.slow  # table 8.1's quick runs, minutes of CI time; run with -m slow
 @needs_fmnist
 def test_quick_runs_trained_their_configs(quick_out):
     """The resolved config.yaml and summary.json of each run folder hold the row's settings."""
@@ -169,6 +171,7 @@ def test_quick_runs_trained_their_configs(quick_out):
         assert s["parameters"]["G"]["total"] + s["parameters"]["D"]["total"] == t.loc[c.label, "params"]
 
 
+@pytest.mark.slow  # table 8.1's quick runs, minutes of CI time; run with -m slow
 @needs_fmnist
 def test_quick_outputs(quick_out):
     for name in ("fid_bars.png", "fid_vs_latent.png", "samples.png"):
