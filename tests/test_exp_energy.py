@@ -1,4 +1,4 @@
-"""``transformer-flops`` (exercise 12.2): the forward-pass formula against FlopCounterMode, the
+"""``transformer-flops`` (exercise 12.2): the forward-pass formula against the operator-level count, the
 exercise's number, the A100 arithmetic, and the quick run's outputs."""
 
 from __future__ import annotations

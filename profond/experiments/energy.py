@@ -12,7 +12,8 @@ change the count); the MLP of width ``4d`` costs ``2 · 2n·d·4d = 16nd²``. So
     F_layer = 24 n d² + 4 n² d,        F = L · F_layer  (+ 2 n d V for the output head, vocabulary V)
 
 which for the exercise's sizes is ``32 · (24·2048·4096² + 4·2048²·4096) ≈ 2.86 · 10¹³`` FLOPs
-without the head. The formula is checked against :class:`torch.utils.flop_counter.FlopCounterMode`
+without the head. The formula is checked against the operator-level count of
+:func:`profond.train.cost.count_flops` (the formulas of :mod:`torch.utils.flop_counter`)
 on profond's ``gpt`` (GPT-2 layout, MLP 4d, tied head) for several small (L, d, n, V): the two
 must be equal, not close. A training step costs about three forward passes (backward = two).
 
@@ -67,7 +68,7 @@ def forward_flops(L: int, d: int, n: int, vocab: int = 0) -> int:
 
 
 def counted_forward_flops(L: int, d: int, heads: int, n: int, vocab: int) -> tuple[int, float]:
-    """FlopCounterMode's count of profond's ``gpt`` forward pass on one sequence of ``n``
+    """The operator-level FLOP count (:func:`~profond.train.cost.count_flops`) of profond's ``gpt`` forward pass on one sequence of ``n``
     tokens, and the best of 3 timings of that pass (seconds)."""
     net = MODELS.build("gpt", vocab_size=vocab, d_model=d, num_heads=heads, num_layers=L, max_len=n).eval()
     idx = torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0))
@@ -94,7 +95,7 @@ def a100_rows(flops: float) -> list[dict[str, float]]:
 
 
 @EXPERIMENTS.register("transformer-flops", help="FLOPs of a Transformer forward pass, checked against "
-                                                "FlopCounterMode, and its A100 energy (exercise 12.2; issue 20)")
+                                                "the operator count, and its A100 energy (exercise 12.2; issue 20)")
 def transformer_flops(out: Path, quick: bool) -> ExperimentResult:
     checks = CHECKS_QUICK if quick else CHECKS_FULL
     rows = []
@@ -117,7 +118,7 @@ def transformer_flops(out: Path, quick: bool) -> ExperimentResult:
     table = a100.round({"seconds": 4, "energy_j": 2, "energy_wh": 4, "co2_g_world": 4, "co2_g_france": 5})
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.loglog(checks_t["formula_flops"], checks_t["counted_flops"], "o", label="profond gpt (FlopCounterMode)")
+    ax.loglog(checks_t["formula_flops"], checks_t["counted_flops"], "o", label="profond gpt (operator count)")
     lim = [checks_t["formula_flops"].min() / 2, checks_t["formula_flops"].max() * 2]
     ax.loglog(lim, lim, "k--", lw=0.8, label="formula 24nd² + 4n²d per layer (+ 2ndV)")
     ax.set_xlabel("formula FLOPs")
@@ -128,14 +129,14 @@ def transformer_flops(out: Path, quick: bool) -> ExperimentResult:
     figs = [save_figure(fig, out / "flops_check.png")]
 
     exact = bool(checks_t["equal"].all())
-    claims = {"the formula equals FlopCounterMode's count on profond's gpt": verdict(exact)}
+    claims = {"the formula equals the operator-level count on profond's gpt": verdict(exact)}
     mid = a100.set_index("mfu").loc[0.5]
     notes = "\n".join([
         f"Exercise 12.2: L={ex['L']}, d={ex['d']}, h={ex['h']}, n={ex['n']}: "
         f"F = L·(24nd² + 4n²d) = {total:.4g} FLOPs per forward pass (attention scores {attention_share:.1%} of it; "
         "the output head adds 2ndV, e.g. V = 50,257 adds "
         f"{2 * ex['n'] * ex['d'] * 50257:.3g}).",
-        f"- formula vs FlopCounterMode on {len(checks)} small gpt configurations: **{claims[next(iter(claims))]}** "
+        f"- formula vs the operator-level count (torch.utils.flop_counter's formulas) on {len(checks)} small gpt configurations: **{claims[next(iter(claims))]}** "
         "(formula_checks.csv)",
         f"- A100 (assumed: {A100_PEAK / 1e12:.0f} TFLOP/s peak, {A100_WATTS:.0f} W board power): at MFU 0.5, "
         f"{mid['seconds'] * 1e3:.0f} ms and {mid['energy_j']:.0f} J ({mid['energy_wh']:.3f} Wh) per forward pass; "
