@@ -175,6 +175,10 @@ class CostMeter:
         rapl = _Rapl()
         return rapl if rapl.start is not None else None
 
+    def _model_watts(self, threads: int) -> float:
+        """The power model's draw: one busy GPU, or ``threads`` busy CPU threads."""
+        return GPU_WATTS if self.device.type == "cuda" else CPU_WATTS_PER_THREAD * max(threads, 1)
+
     def energy(self, seconds: float, threads: int) -> tuple[float, str]:
         """Joules of the training so far, and how they were got; ``seconds``: this process's
         training time (the power model's), ``threads``: its intra-op threads."""
@@ -182,8 +186,7 @@ class CostMeter:
         if measured is not None:
             method = "rapl" if isinstance(self._counter, _Rapl) else "nvml"
         else:
-            watts = GPU_WATTS if self.device.type == "cuda" else CPU_WATTS_PER_THREAD * max(threads, 1)
-            measured, method = watts * seconds, "power-model"
+            measured, method = self._model_watts(threads) * seconds, "power-model"
         if self.method_before and self.method_before != method:
             method = f"{self.method_before}+{method}"
         return self.joules_before + measured, method
@@ -198,8 +201,7 @@ class CostMeter:
             "energy_j": round(joules, 3),
             "energy_kwh": kwh,
             "energy_method": method,
-            "power_model_watts": (GPU_WATTS if self.device.type == "cuda" else CPU_WATTS_PER_THREAD * max(threads, 1))
-            if method.endswith("power-model") else None,
+            "power_model_watts": self._model_watts(threads) if method.endswith("power-model") else None,
             "grid_gco2_per_kwh": self.grid,
             "co2_g": kwh * self.grid,
         }
